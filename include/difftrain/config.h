@@ -1,0 +1,83 @@
+#pragma once
+// The YAML schema: every key with its default, validation, and `key.sub=value` overrides.
+// DESIGN.md's "Config" section is the contract this file implements.
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace difftrain {
+
+struct DataConfig {
+  std::string path = "data/swissroll";  // a directory of *.h5 shards, one file, or a glob
+  std::string dataset = "x";
+};
+
+struct ModelConfig {
+  std::string type = "mlp";
+  std::vector<int64_t> hidden_dims{16, 128, 128, 128, 128, 16};
+  std::string parameterization = "eps";  // eps | x0 | v
+};
+
+// Which keys apply, and their defaults, depend on `type`; resolve() fills them in.
+struct ScheduleConfig {
+  std::string type = "loglinear";  // loglinear | ddpm | ldm | sigmoid | cosine
+  std::optional<int64_t> N;
+  std::optional<double> sigma_min, sigma_max;            // loglinear
+  std::optional<double> beta_start, beta_end, max_beta;  // ddpm, ldm, sigmoid, cosine (max_beta)
+};
+
+struct TrainConfig {
+  int64_t steps = 15000;
+  int64_t batch_size = 100;  // global: split evenly over the ranks
+  int64_t grad_accum = 1;    // micro-batches per step on each rank
+  double lr = 1.0e-3;
+  std::string optimizer = "adamw";  // adam | adamw
+  std::vector<double> betas{0.9, 0.999};
+  double adam_eps = 1e-8;
+  std::optional<double> weight_decay;  // default: 0 for adam, 0.01 for adamw
+  double grad_clip = 0.0;              // max global gradient norm; 0 = off
+  int64_t warmup_steps = 0;            // linear LR warm-up
+  double ema_decay = 0.999;
+  int64_t log_every = 100;
+  int64_t checkpoint_every = 1000;
+};
+
+struct DistConfig {
+  std::string backend = "auto";  // auto | nccl | mpi
+  double bucket_mb = 25;
+  int64_t check_every = 1000;  // steps between cross-rank parameter checksums; 0 = off
+};
+
+struct SampleConfig {
+  int64_t steps = 20;
+  double gam = 2.0;
+  double mu = 0.0;
+  int64_t n = 2000;
+};
+
+struct Config {
+  std::string run_dir = "runs/swissroll";
+  int64_t seed = 0;
+  DataConfig data;
+  ModelConfig model;
+  ScheduleConfig schedule;
+  TrainConfig train;
+  DistConfig dist;
+  SampleConfig sample;
+};
+
+// Defaults, then the YAML file (if any), then each "key.sub=value" override; then the
+// type-dependent defaults are filled in and every value is validated. `source` names the
+// origin in error messages. Throws difftrain::Error naming the key at fault.
+Config load_config(const std::string& yaml_path, const std::vector<std::string>& overrides = {});
+Config parse_config(const std::string& yaml_text, const std::string& source,
+                    const std::vector<std::string>& overrides = {});
+
+// Fills the schedule's and optimizer's type-dependent defaults and checks every range.
+void resolve(Config& config);
+
+// The resolved config as YAML text; parse_config(to_yaml(c)) == c.
+std::string to_yaml(const Config& config);
+
+}  // namespace difftrain

@@ -1,0 +1,43 @@
+#pragma once
+// Small RAII layer over the HDF5 C API: handles that close themselves, and whole-tensor
+// writes that land atomically (temporary file, fsync, rename).
+#include <hdf5.h>
+
+#include <string>
+#include <vector>
+
+#include <torch/torch.h>
+
+namespace difftrain::h5 {
+
+// An owned hid_t, closed with the matching H5?close.
+class Handle {
+ public:
+  using Closer = herr_t (*)(hid_t);
+  Handle() = default;
+  Handle(hid_t id, Closer closer) : id_(id), closer_(closer) {}
+  Handle(Handle&& o) noexcept : id_(o.id_), closer_(o.closer_) { o.id_ = H5I_INVALID_HID; }
+  Handle& operator=(Handle&& o) noexcept;
+  Handle(const Handle&) = delete;
+  Handle& operator=(const Handle&) = delete;
+  ~Handle() { reset(); }
+  void reset();
+  hid_t get() const { return id_; }
+  explicit operator bool() const { return id_ >= 0; }
+
+ private:
+  hid_t id_ = H5I_INVALID_HID;
+  Closer closer_ = nullptr;
+};
+
+// HDF5 prints its error stack to stderr by default; we report our own one-line errors.
+void silence_errors();
+
+// Opens `path` read-only; an error names the file and whether it is missing or not HDF5.
+Handle open_file(const std::string& path);
+
+// Writes each (name, tensor) as a dataset (float32, int64 or uint8) into a new file at
+// `path`, atomically: nothing is left at `path` unless the whole file was written.
+void write_datasets(const std::string& path, const std::vector<std::pair<std::string, torch::Tensor>>& datasets);
+
+}  // namespace difftrain::h5

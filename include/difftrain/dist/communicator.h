@@ -1,0 +1,35 @@
+#pragma once
+// The trainer's only view of the other ranks. Each collective is a blocking call that
+// every rank makes in the same order; backends (MPI on CPUs, NCCL on GPUs) implement it.
+#include <memory>
+#include <string>
+
+#include <torch/torch.h>
+
+namespace difftrain {
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  virtual int local_rank() const = 0;  // rank within this node: picks the GPU
+  virtual std::string backend() const = 0;
+  // The device this rank's tensors live on (CPU for MPI, cuda:local_rank for NCCL).
+  virtual torch::Device device() const = 0;
+
+  // In place, over all ranks. `t` is contiguous and on device().
+  virtual void allreduce_sum(torch::Tensor& t) = 0;
+  virtual void allreduce_max(torch::Tensor& t) = 0;
+  virtual void broadcast(torch::Tensor& t, int root) = 0;
+  virtual void barrier() = 0;
+  // Ends every rank of the job with `code`, from any one rank, without waiting for others.
+  [[noreturn]] virtual void abort(int code) = 0;
+};
+
+// MPI is initialised once per process, here, and finalised when the last user is gone.
+// Works with or without mpirun/srun (a run without a launcher is a world of one).
+// backend: "auto" (nccl if this build has it and a GPU is visible, else mpi), "mpi", "nccl".
+std::unique_ptr<Communicator> make_communicator(const std::string& backend);
+
+}  // namespace difftrain

@@ -1,0 +1,39 @@
+#pragma once
+// One exception type for every user-facing failure: its message is the single line the
+// user sees, and it names the file, key, rank or shape at fault.
+#include <stdexcept>
+#include <string>
+
+#include <c10/util/ArrayRef.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+namespace difftrain {
+
+class Error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Raised by every rank at once, at the same point (all reached the same verdict from the
+// same reduced values): rank 0 reports it and every rank exits, with no abort needed.
+class AgreedError : public Error {
+ public:
+  using Error::Error;
+};
+
+template <typename... Args>
+[[noreturn]] void fail(fmt::format_string<Args...> format, Args&&... args) {
+  throw Error(fmt::format(format, std::forward<Args>(args)...));
+}
+
+}  // namespace difftrain
+
+// Tensor shapes print as [2, 3] in messages.
+template <>
+struct fmt::formatter<c10::IntArrayRef> : fmt::formatter<std::string_view> {
+  template <typename FormatContext>
+  auto format(c10::IntArrayRef shape, FormatContext& ctx) const {
+    return fmt::format_to(ctx.out(), "[{}]", fmt::join(shape.begin(), shape.end(), ", "));
+  }
+};

@@ -1,0 +1,41 @@
+#pragma once
+// Checkpoints: a dict written with torch::pickle_save, so Python's torch.load(path) reads
+// it. Keys: model, ema (name -> tensor, names as in the reference PyTorch modules),
+// optimizer (torch.optim-style state dict), step, config (resolved YAML text),
+// sample_shape, data ({world_size, position}: examples each rank has consumed) and rng
+// ({seed, scheme}: the streams are recomputed from the step, see random_streams.h).
+#include <string>
+#include <vector>
+
+#include <ATen/core/ivalue.h>
+#include <torch/torch.h>
+
+namespace difftrain {
+
+struct Checkpoint {
+  int64_t step = 0;
+  std::string config_yaml;
+  std::vector<int64_t> sample_shape;
+  torch::OrderedDict<std::string, torch::Tensor> model, ema;
+  c10::IValue optimizer;
+  int64_t world_size = 1;
+  int64_t data_position = 0;  // examples consumed by each rank
+  int64_t seed = 0;
+  int64_t skipped_steps = 0;  // non-finite steps skipped so far
+};
+
+// Atomically: a crash mid-write leaves any previous file at `path` intact.
+void save_checkpoint(const std::string& path, const Checkpoint& checkpoint);
+Checkpoint load_checkpoint(const std::string& path);
+
+// name -> tensor of a module's parameters and buffers (detached, CPU), as in state_dict().
+torch::OrderedDict<std::string, torch::Tensor> state_dict(const torch::nn::Module& module);
+// Copies `state` into `module`; every name must match, with the same shape (strict).
+void load_state_dict(torch::nn::Module& module, const torch::OrderedDict<std::string, torch::Tensor>& state,
+                     const std::string& source);
+
+// RUN/checkpoints/step-NNNNNNN.pt
+std::string checkpoint_path(const std::string& run_dir, int64_t step);
+std::string latest_checkpoint_path(const std::string& run_dir);
+
+}  // namespace difftrain

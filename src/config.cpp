@@ -1,0 +1,332 @@
+#include "difftrain/config.h"
+
+#include <fstream>
+#include <functional>
+#include <map>
+#include <sstream>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <yaml-cpp/yaml.h>
+
+#include "difftrain/error.h"
+
+namespace difftrain {
+namespace {
+
+// ---- typed reading of one YAML value -------------------------------------------------
+
+std::string describe(const YAML::Node& node) {
+  if (node.IsScalar()) return fmt::format("'{}'", node.Scalar());
+  if (node.IsSequence()) return "a list";
+  if (node.IsMap()) return "a mapping";
+  return "nothing";
+}
+
+template <typename T>
+T read_as(const YAML::Node& node, const std::string& where, const char* expected) {
+  if (!node.IsScalar()) fail("{}: expected {}, got {}", where, expected, describe(node));
+  try {
+    return node.as<T>();
+  } catch (const YAML::Exception&) {
+    fail("{}: expected {}, got {}", where, expected, describe(node));
+  }
+}
+
+void read(const YAML::Node& n, const std::string& w, std::string& out) {
+  out = read_as<std::string>(n, w, "a string");
+}
+void read(const YAML::Node& n, const std::string& w, int64_t& out) {
+  out = read_as<int64_t>(n, w, "an integer");
+}
+void read(const YAML::Node& n, const std::string& w, double& out) {
+  out = read_as<double>(n, w, "a number");
+}
+template <typename T>
+void read(const YAML::Node& n, const std::string& w, std::optional<T>& out) {
+  T value{};
+  read(n, w, value);
+  out = value;
+}
+template <typename T>
+void read(const YAML::Node& n, const std::string& w, std::vector<T>& out) {
+  if (!n.IsSequence()) fail("{}: expected a list, got {}", w, describe(n));
+  out.clear();
+  for (std::size_t i = 0; i < n.size(); ++i) {
+    T value{};
+    read(n[i], fmt::format("{}[{}]", w, i), value);
+    out.push_back(value);
+  }
+}
+
+// ---- writing: shortest text that reads back to the same value ------------------------
+
+std::string text(const std::string& v) {
+  YAML::Emitter out;  // quotes only what needs quoting
+  out << YAML::DoubleQuoted << v;
+  return out.c_str();
+}
+std::string text(int64_t v) { return fmt::format("{}", v); }
+std::string text(double v) {
+  std::string s = fmt::format("{}", v);
+  // YAML 1.2 core schema reads "1e-08" as a float only with a dot or an exponent sign.
+  if (s.find_first_of(".en") == std::string::npos) s += ".0";
+  return s;
+}
+template <typename T>
+std::string text(const std::optional<T>& v) { return v ? text(*v) : "null"; }
+template <typename T>
+std::string text(const std::vector<T>& v) {
+  std::vector<std::string> items;
+  for (const auto& x : v) items.push_back(text(x));
+  return fmt::format("[{}]", fmt::join(items, ", "));
+}
+
+// ---- the schema: one row per key ------------------------------------------------------
+
+struct Field {
+  std::string key;
+  std::function<void(const YAML::Node&, const std::string& where)> set;
+  std::function<std::string()> get;
+};
+
+template <typename T>
+Field field(std::string key, T& target) {
+  return Field{key, [&target](const YAML::Node& n, const std::string& w) { read(n, w, target); },
+               [&target] { return text(target); }};
+}
+
+std::vector<Field> schema(Config& c) {
+  return {
+      field("run_dir", c.run_dir),
+      field("seed", c.seed),
+      field("data.path", c.data.path),
+      field("data.dataset", c.data.dataset),
+      field("model.type", c.model.type),
+      field("model.hidden_dims", c.model.hidden_dims),
+      field("model.parameterization", c.model.parameterization),
+      field("schedule.type", c.schedule.type),
+      field("schedule.N", c.schedule.N),
+      field("schedule.sigma_min", c.schedule.sigma_min),
+      field("schedule.sigma_max", c.schedule.sigma_max),
+      field("schedule.beta_start", c.schedule.beta_start),
+      field("schedule.beta_end", c.schedule.beta_end),
+      field("schedule.max_beta", c.schedule.max_beta),
+      field("train.steps", c.train.steps),
+      field("train.batch_size", c.train.batch_size),
+      field("train.grad_accum", c.train.grad_accum),
+      field("train.lr", c.train.lr),
+      field("train.optimizer", c.train.optimizer),
+      field("train.betas", c.train.betas),
+      field("train.adam_eps", c.train.adam_eps),
+      field("train.weight_decay", c.train.weight_decay),
+      field("train.grad_clip", c.train.grad_clip),
+      field("train.warmup_steps", c.train.warmup_steps),
+      field("train.ema_decay", c.train.ema_decay),
+      field("train.log_every", c.train.log_every),
+      field("train.checkpoint_every", c.train.checkpoint_every),
+      field("dist.backend", c.dist.backend),
+      field("dist.bucket_mb", c.dist.bucket_mb),
+      field("dist.check_every", c.dist.check_every),
+      field("sample.steps", c.sample.steps),
+      field("sample.gam", c.sample.gam),
+      field("sample.mu", c.sample.mu),
+      field("sample.n", c.sample.n),
+  };
+}
+
+Field& find_field(std::vector<Field>& fields, const std::string& key, const std::string& source) {
+  for (auto& f : fields)
+    if (f.key == key) return f;
+  fail("{}: unknown key '{}'", source, key);
+}
+
+bool is_section(const std::vector<Field>& fields, const std::string& prefix) {
+  for (const auto& f : fields)
+    if (f.key.rfind(prefix + ".", 0) == 0) return true;
+  return false;
+}
+
+// Walks a mapping; every leaf must be a known key. A null value (`key:` or `key: null`)
+// keeps the default.
+void apply_map(std::vector<Field>& fields, const YAML::Node& map, const std::string& prefix,
+               const std::string& source) {
+  for (const auto& item : map) {
+    const std::string name = item.first.as<std::string>();
+    const std::string key = prefix.empty() ? name : prefix + "." + name;
+    const YAML::Node& value = item.second;
+    if (is_section(fields, key)) {
+      if (value.IsNull()) continue;
+      if (!value.IsMap()) fail("{}: key '{}': expected a mapping, got {}", source, key, describe(value));
+      apply_map(fields, value, key, source);
+      continue;
+    }
+    Field& f = find_field(fields, key, source);
+    if (value.IsNull()) continue;
+    f.set(value, fmt::format("{}: key '{}'", source, key));
+  }
+}
+
+void apply_override(std::vector<Field>& fields, const std::string& assignment) {
+  const auto eq = assignment.find('=');
+  if (eq == std::string::npos || eq == 0)
+    fail("override '{}': expected key.sub=value", assignment);
+  const std::string key = assignment.substr(0, eq);
+  const std::string value = assignment.substr(eq + 1);
+  Field& f = find_field(fields, key, "override");
+  YAML::Node node;
+  try {
+    node = YAML::Load(value);
+  } catch (const YAML::Exception& e) {
+    fail("override '{}': value is not valid YAML: {}", assignment, e.msg);
+  }
+  if (node.IsNull()) fail("override '{}': empty value", assignment);
+  f.set(node, fmt::format("override: key '{}'", key));
+}
+
+// ---- validation ---------------------------------------------------------------------------
+
+void require(bool ok, const char* key, const std::string& what) {
+  if (!ok) fail("config: key '{}': {}", key, what);
+}
+
+template <typename T>
+void not_for(const std::optional<T>& value, const char* key, const std::string& type) {
+  if (value) fail("config: key '{}' does not apply to schedule type '{}'", key, type);
+}
+
+void resolve_schedule(ScheduleConfig& s) {
+  const std::string& t = s.type;
+  if (t == "loglinear") {
+    not_for(s.beta_start, "schedule.beta_start", t);
+    not_for(s.beta_end, "schedule.beta_end", t);
+    not_for(s.max_beta, "schedule.max_beta", t);
+    // The embedded default is the toy recipe's log-linear schedule.
+    s.N = s.N.value_or(200);
+    s.sigma_min = s.sigma_min.value_or(0.005);
+    s.sigma_max = s.sigma_max.value_or(10.0);
+    require(*s.sigma_min > 0, "schedule.sigma_min", fmt::format("must be > 0, got {}", *s.sigma_min));
+    require(*s.sigma_min < *s.sigma_max, "schedule.sigma_min",
+            fmt::format("must be < schedule.sigma_max ({}), got {}", *s.sigma_max, *s.sigma_min));
+  } else if (t == "ddpm" || t == "ldm" || t == "sigmoid" || t == "cosine") {
+    not_for(s.sigma_min, "schedule.sigma_min", t);
+    not_for(s.sigma_max, "schedule.sigma_max", t);
+    if (t != "cosine") not_for(s.max_beta, "schedule.max_beta", t);
+    s.N = s.N.value_or(1000);
+    const bool ldm = t == "ldm";
+    s.beta_start = s.beta_start.value_or(ldm ? 0.00085 : 0.0001);
+    s.beta_end = s.beta_end.value_or(ldm ? 0.012 : 0.02);
+    if (t == "cosine") {
+      // Cosine derives its betas from alpha-bar; beta_start/beta_end are accepted (as in
+      // the reference) but unused.
+      s.max_beta = s.max_beta.value_or(0.999);
+      require(*s.max_beta > 0 && *s.max_beta < 1, "schedule.max_beta",
+              fmt::format("must be in (0, 1), got {}", *s.max_beta));
+    }
+    require(*s.beta_start > 0 && *s.beta_start < 1, "schedule.beta_start",
+            fmt::format("must be in (0, 1), got {}", *s.beta_start));
+    require(*s.beta_end > 0 && *s.beta_end < 1, "schedule.beta_end",
+            fmt::format("must be in (0, 1), got {}", *s.beta_end));
+    require(*s.beta_start <= *s.beta_end, "schedule.beta_start",
+            fmt::format("must be <= schedule.beta_end ({}), got {}", *s.beta_end, *s.beta_start));
+  } else {
+    fail("config: key 'schedule.type': expected one of loglinear, ddpm, ldm, sigmoid, cosine; got '{}'", t);
+  }
+  require(*s.N >= 1, "schedule.N", fmt::format("must be >= 1, got {}", *s.N));
+}
+
+}  // namespace
+
+void resolve(Config& c) {
+  resolve_schedule(c.schedule);
+  require(!c.run_dir.empty(), "run_dir", "must not be empty");
+  require(c.seed >= 0, "seed", fmt::format("must be >= 0, got {}", c.seed));
+  require(!c.data.path.empty(), "data.path", "must not be empty");
+  require(!c.data.dataset.empty(), "data.dataset", "must not be empty");
+  require(c.model.type == "mlp", "model.type", fmt::format("expected one of mlp; got '{}'", c.model.type));
+  require(!c.model.hidden_dims.empty(), "model.hidden_dims", "must not be empty");
+  for (auto d : c.model.hidden_dims)
+    require(d >= 1, "model.hidden_dims", fmt::format("every width must be >= 1, got {}", d));
+  const auto& p = c.model.parameterization;
+  require(p == "eps" || p == "x0" || p == "v", "model.parameterization",
+          fmt::format("expected one of eps, x0, v; got '{}'", p));
+
+  auto& t = c.train;
+  require(t.steps >= 1, "train.steps", fmt::format("must be >= 1, got {}", t.steps));
+  require(t.batch_size >= 1, "train.batch_size", fmt::format("must be >= 1, got {}", t.batch_size));
+  require(t.grad_accum >= 1, "train.grad_accum", fmt::format("must be >= 1, got {}", t.grad_accum));
+  require(t.lr > 0, "train.lr", fmt::format("must be > 0, got {}", t.lr));
+  require(t.optimizer == "adam" || t.optimizer == "adamw", "train.optimizer",
+          fmt::format("expected one of adam, adamw; got '{}'", t.optimizer));
+  require(t.betas.size() == 2, "train.betas", fmt::format("expected 2 values, got {}", t.betas.size()));
+  for (double b : t.betas) require(b >= 0 && b < 1, "train.betas", fmt::format("each must be in [0, 1), got {}", b));
+  require(t.adam_eps > 0, "train.adam_eps", fmt::format("must be > 0, got {}", t.adam_eps));
+  t.weight_decay = t.weight_decay.value_or(t.optimizer == "adamw" ? 0.01 : 0.0);
+  require(*t.weight_decay >= 0, "train.weight_decay", fmt::format("must be >= 0, got {}", *t.weight_decay));
+  require(t.grad_clip >= 0, "train.grad_clip", fmt::format("must be >= 0 (0 = off), got {}", t.grad_clip));
+  require(t.warmup_steps >= 0, "train.warmup_steps", fmt::format("must be >= 0, got {}", t.warmup_steps));
+  require(t.ema_decay >= 0 && t.ema_decay < 1, "train.ema_decay",
+          fmt::format("must be in [0, 1), got {}", t.ema_decay));
+  require(t.log_every >= 1, "train.log_every", fmt::format("must be >= 1, got {}", t.log_every));
+  require(t.checkpoint_every >= 1, "train.checkpoint_every",
+          fmt::format("must be >= 1, got {}", t.checkpoint_every));
+
+  const auto& b = c.dist.backend;
+  require(b == "auto" || b == "mpi" || b == "nccl", "dist.backend",
+          fmt::format("expected one of auto, mpi, nccl; got '{}'", b));
+  require(c.dist.bucket_mb > 0, "dist.bucket_mb", fmt::format("must be > 0, got {}", c.dist.bucket_mb));
+  require(c.dist.check_every >= 0, "dist.check_every",
+          fmt::format("must be >= 0 (0 = off), got {}", c.dist.check_every));
+
+  require(c.sample.steps >= 1, "sample.steps", fmt::format("must be >= 1, got {}", c.sample.steps));
+  require(c.sample.mu >= 0 && c.sample.mu < 1, "sample.mu", fmt::format("must be in [0, 1), got {}", c.sample.mu));
+  require(c.sample.n >= 1, "sample.n", fmt::format("must be >= 1, got {}", c.sample.n));
+}
+
+Config parse_config(const std::string& yaml_text, const std::string& source,
+                    const std::vector<std::string>& overrides) {
+  Config config;
+  auto fields = schema(config);
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml_text);
+  } catch (const YAML::Exception& e) {
+    fail("{}: malformed YAML at line {}, column {}: {}", source, e.mark.line + 1, e.mark.column + 1, e.msg);
+  }
+  if (!root.IsNull()) {
+    if (!root.IsMap()) fail("{}: expected a mapping of keys at the top level, got {}", source, describe(root));
+    apply_map(fields, root, "", source);
+  }
+  for (const auto& o : overrides) apply_override(fields, o);
+  resolve(config);
+  return config;
+}
+
+Config load_config(const std::string& yaml_path, const std::vector<std::string>& overrides) {
+  if (yaml_path.empty()) return parse_config("", "defaults", overrides);
+  std::ifstream in(yaml_path);
+  if (!in) fail("{}: cannot open config file", yaml_path);
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return parse_config(buffer.str(), yaml_path, overrides);
+}
+
+std::string to_yaml(const Config& config) {
+  Config copy = config;
+  auto fields = schema(copy);
+  std::string out, section;
+  for (const auto& f : fields) {
+    const auto dot = f.key.find('.');
+    const std::string value = f.get();
+    if (dot == std::string::npos) {
+      out += fmt::format("{}: {}\n", f.key, value);
+      continue;
+    }
+    const std::string head = f.key.substr(0, dot);
+    if (head != section) out += fmt::format("{}:\n", head), section = head;
+    if (value != "null") out += fmt::format("  {}: {}\n", f.key.substr(dot + 1), value);
+  }
+  return out;
+}
+
+}  // namespace difftrain

@@ -1,0 +1,104 @@
+#include "difftrain/data/batch_loader.h"
+
+#include <numeric>
+
+#include "difftrain/error.h"
+#include "difftrain/train/random_streams.h"
+
+namespace difftrain {
+
+BatchLoader::BatchLoader(ShardedDataset dataset, RankShare share, int64_t batch_size, uint64_t seed, int rank,
+                         int64_t start_position, int prefetch)
+    : dataset_(std::move(dataset)),
+      share_(share),
+      batch_size_(batch_size),
+      seed_(seed),
+      rank_(rank),
+      position_(start_position),
+      prefetch_(static_cast<std::size_t>(std::max(1, prefetch))) {
+  if (batch_size < 1) fail("batch loader: batch size must be >= 1, got {}", batch_size);
+  if (share.size() < 1) fail("batch loader: rank {} has an empty share of the data", rank);
+  reader_ = std::thread([this, start_position] { read_ahead(start_position); });
+}
+
+BatchLoader::~BatchLoader() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  reader_.join();
+}
+
+std::vector<int64_t> BatchLoader::epoch_order(int64_t epoch) const {
+  // Fisher-Yates with our own draw (not std::shuffle, whose algorithm the standard leaves
+  // open), so the order is the same on every platform.
+  std::vector<int64_t> order(share_.size());
+  std::iota(order.begin(), order.end(), share_.begin);
+  auto gen = splitmix64(stream_key(seed_, rank_, Stream::shuffle, static_cast<uint64_t>(epoch)));
+  for (std::size_t i = order.size(); i > 1; --i) {
+    gen = splitmix64(gen);
+    std::swap(order[i - 1], order[gen % i]);
+  }
+  return order;
+}
+
+std::vector<int64_t> BatchLoader::indices_at(int64_t position, EpochCache& cache) const {
+  std::vector<int64_t> indices;
+  indices.reserve(batch_size_);
+  const int64_t n = share_.size();
+  for (int64_t p = position; p < position + batch_size_; ++p) {
+    if (p / n != cache.epoch) cache.epoch = p / n, cache.order = epoch_order(cache.epoch);
+    indices.push_back(cache.order[p % n]);
+  }
+  return indices;
+}
+
+std::vector<int64_t> BatchLoader::batch_indices(int64_t position) const {
+  EpochCache cache;
+  return indices_at(position, cache);
+}
+
+void BatchLoader::read_ahead(int64_t position) {
+  EpochCache cache;
+  try {
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        cv_.wait(lock, [&] { return stop_ || ready_.size() < prefetch_; });
+        if (stop_) return;
+      }
+      auto batch = dataset_.read(indices_at(position, cache));
+      position += batch_size_;
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        ready_.push_back(std::move(batch));
+        bytes_read_ = dataset_.bytes_read();
+      }
+      cv_.notify_all();
+    }
+  } catch (...) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    error_ = std::current_exception();
+    cv_.notify_all();
+  }
+}
+
+torch::Tensor BatchLoader::next() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  cv_.wait(lock, [&] { return !ready_.empty() || error_; });
+  if (ready_.empty()) std::rethrow_exception(error_);
+  auto batch = std::move(ready_.front());
+  ready_.pop_front();
+  position_ += batch_size_;
+  lock.unlock();
+  cv_.notify_all();
+  return batch;
+}
+
+int64_t BatchLoader::bytes_read() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return bytes_read_;
+}
+
+}  // namespace difftrain

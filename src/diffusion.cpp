@@ -1,0 +1,79 @@
+#include "difftrain/diffusion.h"
+
+#include "difftrain/error.h"
+
+namespace difftrain {
+
+Parameterization parse_parameterization(const std::string& name) {
+  if (name == "eps") return Parameterization::eps;
+  if (name == "x0") return Parameterization::x0;
+  if (name == "v") return Parameterization::v;
+  fail("unknown parameterization '{}' (expected eps, x0 or v)", name);
+}
+
+TrainSample generate_train_sample(const torch::Tensor& x0, const Schedule& schedule,
+                                  at::Generator& sigma_gen, at::Generator& eps_gen) {
+  std::vector<int64_t> sigma_shape(x0.dim(), 1);
+  sigma_shape[0] = x0.size(0);
+  auto sigma = schedule.sample_batch(x0.size(0), sigma_gen).to(x0.options()).view(sigma_shape);
+  auto eps = torch::randn(x0.sizes(), eps_gen, torch::kFloat32).to(x0.options());
+  return {x0, sigma, eps};
+}
+
+namespace {
+torch::Tensor alpha(const torch::Tensor& sigma) { return 1 / (1 + sigma * sigma); }
+}  // namespace
+
+torch::Tensor training_loss(Denoiser& model, Parameterization p, const TrainSample& s) {
+  const auto xt = s.x0 + s.sigma * s.eps;
+  const auto out = model.forward(xt, s.sigma);
+  switch (p) {
+    case Parameterization::eps: return torch::mse_loss(out, s.eps);
+    case Parameterization::x0: return torch::mse_loss(out, s.x0);
+    case Parameterization::v: {
+      const auto a = alpha(s.sigma);
+      return torch::mse_loss(out, a.sqrt() * s.eps - (1 - a).sqrt() * s.x0);
+    }
+  }
+  fail("training_loss: bad parameterization");
+}
+
+torch::Tensor predict_eps(Denoiser& model, Parameterization p, const torch::Tensor& x,
+                          const torch::Tensor& sigma) {
+  const auto out = model.forward(x, sigma);
+  switch (p) {
+    case Parameterization::eps: return out;
+    case Parameterization::x0: return (x - out) / sigma;
+    case Parameterization::v: {
+      const auto a = alpha(sigma);
+      return a.sqrt() * (out + (1 - a).sqrt() * x);
+    }
+  }
+  fail("predict_eps: bad parameterization");
+}
+
+torch::Tensor sample(const EpsFn& eps_hat, const torch::Tensor& sigmas, SamplerParams params,
+                     torch::IntArrayRef shape, at::Generator& gen, torch::TensorOptions options) {
+  if (!(params.mu >= 0 && params.mu < 1)) fail("sampler: mu must be in [0, 1), got {}", params.mu);
+  if (sigmas.dim() != 1 || sigmas.size(0) < 2)
+    fail("sampler: expected at least 2 sigmas (steps + 1), got shape {}", sigmas.sizes());
+  torch::NoGradGuard no_grad;
+  const auto sig = sigmas.to(options);
+  auto noise = [&] { return torch::randn(shape, gen, torch::kFloat32).to(options); };
+  auto x = noise() * sig[0];
+  torch::Tensor eps, eps_prev;
+  for (int64_t i = 0; i + 1 < sig.size(0); ++i) {
+    const auto s = sig[i], s_prev = sig[i + 1];
+    eps_prev = eps;
+    eps = eps_hat(x, s);
+    const auto eps_av = i > 0 ? eps * params.gam + eps_prev * (1 - params.gam) : eps;
+    // sig_prev = sig^mu * sig_p^(1 - mu): mu interpolates between deterministic DDIM (mu = 0)
+    // and the stochastic DDPM step (mu = 1/2).
+    const auto sig_p = (s_prev / s.pow(params.mu)).pow(1 / (1 - params.mu));
+    const auto eta = (s_prev * s_prev - sig_p * sig_p).sqrt();
+    x = x - (s - sig_p) * eps_av + eta * noise();
+  }
+  return x;
+}
+
+}  // namespace difftrain

@@ -1,0 +1,85 @@
+#include "difftrain/dist/mpi_communicator.h"
+
+#include <cstdlib>
+
+#include "difftrain/error.h"
+
+namespace difftrain {
+
+void ensure_mpi_initialized() {
+  int initialized = 0;
+  MPI_Initialized(&initialized);
+  if (initialized) return;
+  int provided = 0;
+  // Only the main thread calls MPI; the data loader's thread never does.
+  MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided);
+  // Errors come back as codes we turn into messages, instead of MPI aborting silently.
+  MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+  std::atexit([] {
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (!finalized) MPI_Finalize();
+  });
+}
+
+namespace {
+
+MPI_Datatype mpi_type(const torch::Tensor& t) {
+  switch (t.scalar_type()) {
+    case torch::kFloat32: return MPI_FLOAT;
+    case torch::kFloat64: return MPI_DOUBLE;
+    case torch::kInt64: return MPI_INT64_T;
+    case torch::kInt32: return MPI_INT32_T;
+    case torch::kUInt8: return MPI_UINT8_T;
+    default: fail("mpi: unsupported dtype {}", std::string(t.dtype().name()));
+  }
+}
+
+void check(int rc, const char* what, int rank) {
+  if (rc == MPI_SUCCESS) return;
+  char text[MPI_MAX_ERROR_STRING];
+  int len = 0;
+  MPI_Error_string(rc, text, &len);
+  fail("rank {}: {} failed: {}", rank, what, std::string(text, len));
+}
+
+void check_tensor(const torch::Tensor& t, int rank) {
+  if (!t.is_contiguous() || !t.device().is_cpu())
+    fail("rank {}: mpi collectives need contiguous CPU tensors", rank);
+}
+
+}  // namespace
+
+MpiCommunicator::MpiCommunicator() {
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
+  MPI_Comm_size(MPI_COMM_WORLD, &size_);
+  // Ranks sharing a node (shared memory) form one group; works the same under srun.
+  MPI_Comm node;
+  MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node);
+  MPI_Comm_rank(node, &local_rank_);
+  MPI_Comm_free(&node);
+}
+
+void MpiCommunicator::allreduce(torch::Tensor& t, MPI_Op op) {
+  check_tensor(t, rank_);
+  check(MPI_Allreduce(MPI_IN_PLACE, t.data_ptr(), static_cast<int>(t.numel()), mpi_type(t), op, MPI_COMM_WORLD),
+        "MPI_Allreduce", rank_);
+}
+
+void MpiCommunicator::allreduce_sum(torch::Tensor& t) { allreduce(t, MPI_SUM); }
+void MpiCommunicator::allreduce_max(torch::Tensor& t) { allreduce(t, MPI_MAX); }
+
+void MpiCommunicator::broadcast(torch::Tensor& t, int root) {
+  check_tensor(t, rank_);
+  check(MPI_Bcast(t.data_ptr(), static_cast<int>(t.numel()), mpi_type(t), root, MPI_COMM_WORLD), "MPI_Bcast",
+        rank_);
+}
+
+void MpiCommunicator::barrier() { check(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier", rank_); }
+
+void MpiCommunicator::abort(int code) {
+  MPI_Abort(MPI_COMM_WORLD, code);
+  std::_Exit(code);
+}
+
+}  // namespace difftrain

@@ -1,0 +1,1 @@
+#include "difftrain/error.h"

@@ -1,0 +1,168 @@
+// The `difftrain` command: parses arguments and calls the library. DESIGN.md's "Commands"
+// section is the contract.
+#include <unistd.h>
+
+#include <cstdio>
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include "difftrain/config.h"
+#include "difftrain/data/prepare.h"
+#include "difftrain/dist/communicator.h"
+#include "difftrain/error.h"
+#include "difftrain/sample.h"
+#include "difftrain/schedule.h"
+#include "difftrain/train/trainer.h"
+
+namespace difftrain {
+namespace {
+
+void report(const std::string& message) { fmt::print(stderr, "difftrain: error: {}\n", message); }
+
+// "CONFIG.yaml key.sub=value ...": the first word without '=' is the config file.
+void split_config_args(const std::vector<std::string>& args, std::string& config, std::vector<std::string>& overrides) {
+  for (const auto& a : args) {
+    if (a.find('=') == std::string::npos && config.empty() && overrides.empty()) config = a;
+    else if (a.find('=') == std::string::npos) fail("'{}': expected key.sub=value (only one config file)", a);
+    else overrides.push_back(a);
+  }
+}
+
+std::string format_float(float v) { return fmt::format("{:.9g}", v); }
+
+std::string json_array(const torch::Tensor& t) {
+  std::string out = "[";
+  const auto c = t.contiguous();
+  for (int64_t i = 0; i < c.numel(); ++i) out += (i ? ", " : "") + format_float(c.data_ptr<float>()[i]);
+  return out + "]";
+}
+
+int cmd_schedule(const std::vector<std::string>& args, std::optional<int64_t> steps) {
+  std::string config_path;
+  std::vector<std::string> overrides;
+  split_config_args(args, config_path, overrides);
+  const Config config = load_config(config_path, overrides);
+  const Schedule schedule = make_schedule(config.schedule);
+  std::string out = fmt::format("{{\"type\": \"{}\", \"sigmas\": {}", schedule.type(), json_array(schedule.sigmas()));
+  if (steps) out += fmt::format(", \"sample_sigmas\": {}", json_array(schedule.sample_sigmas(*steps)));
+  fmt::print("{}}}\n", out);
+  return 0;
+}
+
+int cmd_prepare(const std::string& name, const std::string& out, int64_t shards, const std::vector<std::string>& from,
+                const std::string& dataset) {
+  std::vector<std::string> written;
+  if (name == "swissroll") {
+    if (!from.empty()) fail("prepare swissroll: --from is for 'reshard'");
+    written = prepare_swissroll(out, shards);
+  } else if (name == "reshard") {
+    written = prepare_reshard(from, out, shards, dataset);
+  } else {
+    fail("prepare: unknown dataset '{}' (expected swissroll or reshard)", name);
+  }
+  fmt::print("wrote {} shard{} to {}\n", written.size(), written.size() == 1 ? "" : "s", out);
+  return 0;
+}
+
+// Set-up failures are agreed on before any other collective, so no rank waits forever:
+// the lowest failing rank reports, every rank exits 1. Failures once training runs are
+// rank-local (a bad read, a dead peer): that rank reports and aborts the whole job.
+int cmd_train(const std::vector<std::string>& args) {
+  std::string config_path;
+  std::vector<std::string> overrides;
+  std::unique_ptr<Communicator> comm;
+  std::unique_ptr<Trainer> trainer;
+  std::string error;
+  try {
+    split_config_args(args, config_path, overrides);
+    Config config = load_config(config_path, overrides);
+    comm = make_communicator(config.dist.backend);
+    trainer = std::make_unique<Trainer>(config, *comm);
+  } catch (const Error& e) {
+    error = e.what();
+  }
+  if (!comm) comm = make_communicator("mpi");
+  const int rank = comm->rank(), world = comm->size();
+  auto failed = torch::tensor({static_cast<int64_t>(error.empty() ? 0 : world - rank)});
+  comm->allreduce_max(failed);
+  if (failed.item<int64_t>() > 0) {
+    if (world - failed.item<int64_t>() == rank) report(rank == 0 ? error : fmt::format("rank {}: {}", rank, error));
+    return 1;
+  }
+  try {
+    trainer->broadcast_weights();
+    const auto result = trainer->run();
+    if (rank == 0)
+      fmt::print("trained to step {} ({} steps skipped as non-finite)\n", result.final_step, result.skipped_steps);
+  } catch (const AgreedError& e) {
+    if (rank == 0) report(e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    report(world == 1 ? e.what() : fmt::format("rank {}: {}", rank, e.what()));
+    comm->abort(1);
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace difftrain
+
+int main(int argc, char** argv) {
+  using namespace difftrain;
+  CLI::App app{"difftrain: train diffusion models on one or many ranks (one per GPU or CPU slot)"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "difftrain 0.1.0");
+
+  auto* prepare = app.add_subcommand("prepare", "Write a sharded HDF5 dataset");
+  std::string prepare_name, prepare_out, prepare_dataset = "x";
+  int64_t shards = 1;
+  std::vector<std::string> from;
+  prepare->add_option("NAME", prepare_name, "swissroll (the toy data) or reshard (your own HDF5 files)")->required();
+  prepare->add_option("--out", prepare_out, "Output directory for shard-NNNNN.h5 files")->required();
+  prepare->add_option("--shards", shards, "Number of shard files")->capture_default_str();
+  prepare->add_option("--from", from, "reshard: input HDF5 files (or globs, or directories)");
+  prepare->add_option("--dataset", prepare_dataset, "reshard: name of the dataset to copy")->capture_default_str();
+
+  auto* train = app.add_subcommand("train", "Train; under mpirun/srun one rank per GPU or CPU slot");
+  std::vector<std::string> train_args;
+  train->add_option("CONFIG_AND_OVERRIDES", train_args, "CONFIG.yaml, then any key.sub=value overrides");
+
+  auto* sample = app.add_subcommand("sample", "Draw samples from a checkpoint");
+  SampleOptions so;
+  std::string weights = "ema";
+  sample->add_option("--checkpoint", so.checkpoint, "Checkpoint file (.pt)")->required();
+  sample->add_option("--out", so.out, "Output HDF5 file (dataset 'samples')")->required();
+  sample->add_option("--n", so.n, "Number of samples (default: the config's sample.n)");
+  sample->add_option("--steps", so.steps, "Sampling steps (default: sample.steps)");
+  sample->add_option("--gam", so.gam, "gamma: 1 for DDPM/DDIM, 2 accelerated (default: sample.gam)");
+  sample->add_option("--mu", so.mu, "mu in [0, 1): 0.5 DDPM, 0 DDIM (default: sample.mu)");
+  sample->add_option("--seed", so.seed, "Seed of the sampling noise")->capture_default_str();
+  sample->add_option("--png", so.png, "Also write a picture: samples over the data (2-d), or an image grid");
+  sample->add_option("--weights", weights, "ema or model")->check(CLI::IsMember({"ema", "model"}))->capture_default_str();
+
+  auto* schedule = app.add_subcommand("schedule", "Print a noise schedule as JSON");
+  std::vector<std::string> schedule_args;
+  std::optional<int64_t> schedule_steps;
+  schedule->add_option("CONFIG_AND_OVERRIDES", schedule_args, "[CONFIG.yaml] [schedule.key=value ...]");
+  schedule->add_option("--steps", schedule_steps, "Also print the sampler's steps+1 sigmas");
+
+  CLI11_PARSE(app, argc, argv);
+  try {
+    if (*prepare) return cmd_prepare(prepare_name, prepare_out, shards, from, prepare_dataset);
+    if (*train) return cmd_train(train_args);
+    if (*sample) {
+      so.use_ema = weights == "ema";
+      const auto samples = run_sample(so);
+      fmt::print("wrote {} samples of shape {} to {}{}\n", samples.size(0), fmt::format("{}", samples.sizes()), so.out,
+                 so.png.empty() ? "" : " and " + so.png);
+      return 0;
+    }
+    if (*schedule) return cmd_schedule(schedule_args, schedule_steps);
+  } catch (const Error& e) {
+    report(e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,84 @@
+#include "difftrain/schedule.h"
+
+#include <cmath>
+#include <vector>
+
+#include "difftrain/error.h"
+
+namespace difftrain {
+
+Schedule::Schedule(std::string type, torch::Tensor sigmas)
+    : type_(std::move(type)), sigmas_(sigmas.to(torch::kCPU, torch::kFloat32).contiguous()) {
+  if (sigmas_.dim() != 1 || sigmas_.size(0) < 1)
+    fail("schedule '{}': expected a non-empty 1-d tensor of sigmas", type_);
+}
+
+float Schedule::operator[](int64_t i) const { return sigmas_[i].item<float>(); }
+
+torch::Tensor Schedule::sample_batch(int64_t batch, at::Generator& gen) const {
+  return sigmas_.index_select(0, torch::randint(size(), {batch}, gen, torch::kLong));
+}
+
+torch::Tensor Schedule::sample_sigmas(int64_t steps) const {
+  // Beyond N steps trailing spacing repeats sigmas and, in the reference, wraps index -1
+  // around to sigma_max; refuse instead.
+  if (steps < 1 || steps > size())
+    fail("sample_sigmas: steps must be in [1, N={}], got {}", size(), steps);
+  const double N = static_cast<double>(size());
+  std::vector<int64_t> indices;
+  for (int64_t i = 0; i < steps; ++i) {
+    // Same double arithmetic and round-half-to-even as numpy's (N * (1 - i/steps)).round().
+    const double position = N * (1.0 - static_cast<double>(i) / static_cast<double>(steps));
+    indices.push_back(static_cast<int64_t>(std::nearbyint(position)) - 1);
+  }
+  indices.push_back(0);
+  return sigmas_.index_select(0, torch::tensor(indices, torch::kLong));
+}
+
+torch::Tensor sigmas_from_betas(const torch::Tensor& betas) {
+  return (1 / torch::cumprod(1.0 - betas, 0) - 1).sqrt();
+}
+
+Schedule log_linear_schedule(int64_t N, double sigma_min, double sigma_max) {
+  return {"loglinear", torch::logspace(std::log10(sigma_min), std::log10(sigma_max), N, 10.0,
+                                       torch::kFloat32)};
+}
+
+Schedule ddpm_schedule(int64_t N, double beta_start, double beta_end) {
+  return {"ddpm", sigmas_from_betas(torch::linspace(beta_start, beta_end, N, torch::kFloat32))};
+}
+
+Schedule ldm_schedule(int64_t N, double beta_start, double beta_end) {
+  auto root_betas = torch::linspace(std::sqrt(beta_start), std::sqrt(beta_end), N, torch::kFloat32);
+  return {"ldm", sigmas_from_betas(root_betas.pow(2))};
+}
+
+Schedule sigmoid_schedule(int64_t N, double beta_start, double beta_end) {
+  auto betas = torch::sigmoid(torch::linspace(-6, 6, N, torch::kFloat32)) * (beta_end - beta_start) + beta_start;
+  return {"sigmoid", sigmas_from_betas(betas)};
+}
+
+Schedule cosine_schedule(int64_t N, double max_beta) {
+  // Nichol & Dhariwal's alpha-bar with s = 0.008, evaluated in double as the reference does
+  // (numpy), then rounded to float32 before the cumulative product.
+  const double pi = std::acos(-1.0);
+  auto alpha_bar = [pi](double t) { return std::pow(std::cos((t + 0.008) / 1.008 * pi / 2), 2); };
+  std::vector<float> betas;
+  for (int64_t i = 0; i < N; ++i) {
+    const double t0 = static_cast<double>(i) / N, t1 = static_cast<double>(i + 1) / N;
+    betas.push_back(static_cast<float>(std::min(1 - alpha_bar(t1) / alpha_bar(t0), max_beta)));
+  }
+  return {"cosine", sigmas_from_betas(torch::tensor(betas, torch::kFloat32))};
+}
+
+Schedule make_schedule(const ScheduleConfig& s) {
+  if (!s.N) fail("make_schedule: the schedule config is not resolved");
+  if (s.type == "loglinear") return log_linear_schedule(*s.N, *s.sigma_min, *s.sigma_max);
+  if (s.type == "ddpm") return ddpm_schedule(*s.N, *s.beta_start, *s.beta_end);
+  if (s.type == "ldm") return ldm_schedule(*s.N, *s.beta_start, *s.beta_end);
+  if (s.type == "sigmoid") return sigmoid_schedule(*s.N, *s.beta_start, *s.beta_end);
+  if (s.type == "cosine") return cosine_schedule(*s.N, *s.max_beta);
+  fail("config: key 'schedule.type': unknown schedule '{}'", s.type);
+}
+
+}  // namespace difftrain

@@ -1,0 +1,125 @@
+#include "difftrain/train/checkpoint.h"
+
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <torch/csrc/jit/serialization/pickle.h>
+
+#include "difftrain/atomic_file.h"
+#include "difftrain/error.h"
+
+namespace difftrain {
+
+namespace {
+
+c10::Dict<std::string, at::Tensor> to_dict(const torch::OrderedDict<std::string, torch::Tensor>& d) {
+  c10::Dict<std::string, at::Tensor> out;
+  for (const auto& item : d) out.insert(item.key(), item.value());
+  return out;
+}
+
+torch::OrderedDict<std::string, torch::Tensor> from_dict(const c10::IValue& v, const std::string& path,
+                                                         const char* key) {
+  if (!v.isGenericDict()) fail("{}: checkpoint entry '{}' is not a dict of tensors", path, key);
+  torch::OrderedDict<std::string, torch::Tensor> out;
+  for (const auto& item : v.toGenericDict()) {
+    if (!item.key().isString() || !item.value().isTensor())
+      fail("{}: checkpoint entry '{}' is not a dict of tensors", path, key);
+    out.insert(item.key().toStringRef(), item.value().toTensor());
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string checkpoint_path(const std::string& run_dir, int64_t step) {
+  return fmt::format("{}/checkpoints/step-{:07d}.pt", run_dir, step);
+}
+
+std::string latest_checkpoint_path(const std::string& run_dir) { return run_dir + "/checkpoints/latest.pt"; }
+
+torch::OrderedDict<std::string, torch::Tensor> state_dict(const torch::nn::Module& module) {
+  torch::OrderedDict<std::string, torch::Tensor> out;
+  for (const auto& p : module.named_parameters()) out.insert(p.key(), p.value().detach().cpu().clone());
+  for (const auto& b : module.named_buffers()) out.insert(b.key(), b.value().detach().cpu().clone());
+  return out;
+}
+
+void load_state_dict(torch::nn::Module& module, const torch::OrderedDict<std::string, torch::Tensor>& state,
+                     const std::string& source) {
+  torch::NoGradGuard no_grad;
+  auto targets = module.named_parameters();
+  for (const auto& b : module.named_buffers()) targets.insert(b.key(), b.value());
+  for (const auto& item : state)
+    if (!targets.contains(item.key())) fail("{}: unexpected tensor '{}' for this model", source, item.key());
+  for (auto& target : targets) {
+    const auto* found = state.find(target.key());
+    if (!found) fail("{}: missing tensor '{}' for this model", source, target.key());
+    if (found->sizes() != target.value().sizes())
+      fail("{}: tensor '{}' has shape {}, the model expects {}", source, target.key(), found->sizes(),
+           target.value().sizes());
+    target.value().copy_(*found);
+  }
+}
+
+void save_checkpoint(const std::string& path, const Checkpoint& c) {
+  c10::impl::GenericDict d(c10::StringType::get(), c10::AnyType::get());
+  d.insert("model", to_dict(c.model));
+  d.insert("ema", to_dict(c.ema));
+  d.insert("optimizer", c.optimizer);
+  d.insert("step", c.step);
+  d.insert("skipped_steps", c.skipped_steps);
+  d.insert("config", c.config_yaml);
+  d.insert("sample_shape", c10::List<int64_t>(c.sample_shape));
+  c10::Dict<std::string, int64_t> data;
+  data.insert("world_size", c.world_size);
+  data.insert("position", c.data_position);
+  d.insert("data", data);
+  c10::impl::GenericDict rng(c10::StringType::get(), c10::AnyType::get());
+  rng.insert("seed", c.seed);
+  rng.insert("scheme", std::string("counter: splitmix64(seed, rank, stream, step)"));
+  d.insert("rng", rng);
+  write_file_atomically(path, torch::pickle_save(d));
+}
+
+Checkpoint load_checkpoint(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail("{}: cannot open checkpoint", path);
+  std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (bytes.empty()) fail("{}: checkpoint file is empty", path);
+  c10::IValue value;
+  try {
+    value = torch::pickle_load(bytes);
+  } catch (const std::exception&) {
+    fail("{}: not a readable checkpoint (truncated or corrupt)", path);
+  }
+  if (!value.isGenericDict()) fail("{}: checkpoint is not a dict", path);
+  auto d = value.toGenericDict();
+  auto need = [&](const char* key) {
+    auto it = d.find(key);
+    if (it == d.end()) fail("{}: checkpoint has no '{}' entry", path, key);
+    return it->value();
+  };
+  Checkpoint c;
+  try {
+    c.model = from_dict(need("model"), path, "model");
+    c.ema = from_dict(need("ema"), path, "ema");
+    c.optimizer = need("optimizer");
+    c.step = need("step").toInt();
+    c.skipped_steps = need("skipped_steps").toInt();
+    c.config_yaml = need("config").toStringRef();
+    for (const auto& v : need("sample_shape").toIntVector()) c.sample_shape.push_back(v);
+    auto data = need("data").toGenericDict();
+    c.world_size = data.at("world_size").toInt();
+    c.data_position = data.at("position").toInt();
+    c.seed = need("rng").toGenericDict().at("seed").toInt();
+  } catch (const c10::Error&) {
+    fail("{}: checkpoint entries have unexpected types", path);
+  }
+  return c;
+}
+
+}  // namespace difftrain

@@ -1,0 +1,227 @@
+#include "difftrain/train/trainer.h"
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+
+#include "difftrain/atomic_file.h"
+#include "difftrain/error.h"
+#include "difftrain/models/registry.h"
+#include "difftrain/train/checkpoint.h"
+#include "difftrain/train/optimizer.h"
+#include "difftrain/train/random_streams.h"
+
+namespace difftrain {
+namespace fs = std::filesystem;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// A checksum that changes with any bit of the tensor: its float32 bit patterns as
+// integers, position-weighted, summed with wrap-around.
+int64_t bit_checksum(const torch::Tensor& t) {
+  const auto bits = t.detach().cpu().contiguous().view(torch::kInt32).reshape({-1}).to(torch::kInt64);
+  const auto weights = torch::arange(bits.numel(), torch::kInt64).remainder(9973) + 1;
+  return (bits * weights).sum().item<int64_t>();
+}
+
+}  // namespace
+
+Trainer::Trainer(Config config, Communicator& comm)
+    : config_(std::move(config)),
+      comm_(comm),
+      schedule_(make_schedule(config_.schedule)),
+      parameterization_(parse_parameterization(config_.model.parameterization)) {
+  const auto& t = config_.train;
+  const int64_t parts = comm_.size() * t.grad_accum;
+  if (t.batch_size % parts != 0)
+    fail("config: key 'train.batch_size': {} does not divide evenly over {} ranks x {} micro-batches (train.grad_accum)",
+         t.batch_size, comm_.size(), t.grad_accum);
+  per_rank_batch_ = t.batch_size / parts;
+
+  auto dataset = ShardedDataset::open(config_.data.path, config_.data.dataset);
+  sample_shape_ = dataset.sample_shape();
+  if (dataset.stored_dtype() == torch::kInt64)
+    fail("{}: dataset '{}' holds int64 values (labels?); training data must be float32 or uint8", config_.data.path,
+         config_.data.dataset);
+  const auto share = rank_share(dataset.size(), comm_.rank(), comm_.size());
+
+  // Every rank builds the same initial weights from the same stream; broadcast_weights()
+  // then makes them identical by construction, whatever the ranks' libraries do.
+  torch::manual_seed(stream_key(config_.seed, 0, Stream::init, 0));
+  model_ = make_model(config_.model, sample_shape_);
+  model_->to(comm_.device());
+  auto shadow = make_model(config_.model, sample_shape_);
+  shadow->to(comm_.device());
+  ema_ = std::make_unique<Ema>(shadow, *model_, t.ema_decay);
+  optimizer_ = make_optimizer(model_->parameters(), t);
+  buckets_ = std::make_unique<GradBuckets>(model_->parameters(), config_.dist.bucket_mb, /*extras=*/1);
+
+  const std::string latest = latest_checkpoint_path(config_.run_dir);
+  if (fs::exists(latest)) resume_from(latest);
+  loader_ = std::make_unique<BatchLoader>(std::move(dataset), share, per_rank_batch_, config_.seed, comm_.rank(),
+                                          start_step_ * t.grad_accum * per_rank_batch_);
+}
+
+Trainer::~Trainer() = default;
+
+void Trainer::broadcast_weights() {
+  torch::NoGradGuard no_grad;
+  for (auto* module : {static_cast<Denoiser*>(model_.get()), &ema_->model()}) {
+    for (auto& p : module->parameters()) comm_.broadcast(p, 0);
+    for (auto& b : module->buffers()) comm_.broadcast(b, 0);
+  }
+}
+
+void Trainer::resume_from(const std::string& path) {
+  const Checkpoint c = load_checkpoint(path);
+  load_state_dict(*model_, c.model, path + " (model)");
+  load_state_dict(ema_->model(), c.ema, path + " (ema)");
+  load_optimizer_state(*optimizer_, c.optimizer);
+  start_step_ = c.step;
+  skipped_ = c.skipped_steps;
+  ema_->set_updates(c.step - c.skipped_steps);
+}
+
+void Trainer::save(int64_t step) {
+  if (comm_.rank() != 0) return;
+  Checkpoint c;
+  c.step = step;
+  c.config_yaml = to_yaml(config_);
+  c.sample_shape = sample_shape_;
+  c.model = state_dict(*model_);
+  c.ema = state_dict(ema_->model());
+  c.optimizer = optimizer_state(*optimizer_);
+  c.world_size = comm_.size();
+  c.data_position = step * config_.train.grad_accum * per_rank_batch_;
+  c.seed = config_.seed;
+  c.skipped_steps = skipped_;
+  save_checkpoint(checkpoint_path(config_.run_dir, step), c);
+  save_checkpoint(latest_checkpoint_path(config_.run_dir), c);
+}
+
+Trainer::StepStats Trainer::step(const std::vector<torch::Tensor>& micro_batches, int64_t step_index) {
+  StepStats stats;
+  auto t0 = Clock::now();
+  optimizer_->zero_grad();
+  double loss_sum = 0;
+  const auto accum = static_cast<int64_t>(micro_batches.size());
+  for (int64_t m = 0; m < accum; ++m) {
+    const uint64_t counter = static_cast<uint64_t>((step_index - 1) * accum + m);
+    auto sigma_gen = stream_generator(config_.seed, comm_.rank(), Stream::sigma, counter);
+    auto eps_gen = stream_generator(config_.seed, comm_.rank(), Stream::eps, counter);
+    const auto x0 = micro_batches[m].to(comm_.device());
+    const auto sample = generate_train_sample(x0, schedule_, sigma_gen, eps_gen);
+    const auto loss = training_loss(*model_, parameterization_, sample) / static_cast<double>(accum);
+    loss.backward();
+    loss_sum += loss.item<double>();
+  }
+  stats.times.compute = seconds_since(t0);
+
+  t0 = Clock::now();
+  auto extras = torch::tensor({static_cast<float>(loss_sum)}, torch::TensorOptions(comm_.device()));
+  buckets_->allreduce_mean(comm_, extras);
+  stats.loss = extras.item<double>();
+  stats.times.sync = seconds_since(t0);
+
+  t0 = Clock::now();
+  // Every rank holds the same averaged gradients, so every rank reaches the same verdict.
+  {
+    torch::NoGradGuard no_grad;
+    std::vector<torch::Tensor> squares;
+    for (const auto& p : model_->parameters())
+      if (p.grad().defined()) squares.push_back(p.grad().square().sum());
+    stats.grad_norm = std::sqrt(torch::stack(squares).sum().item<double>());
+  }
+  if (!std::isfinite(stats.loss) || !std::isfinite(stats.grad_norm)) {
+    stats.skipped = true;
+    ++skipped_;
+  } else {
+    if (config_.train.grad_clip > 0 && stats.grad_norm > config_.train.grad_clip) {
+      torch::NoGradGuard no_grad;
+      const double scale = config_.train.grad_clip / (stats.grad_norm + 1e-6);
+      for (auto& p : model_->parameters())
+        if (p.grad().defined()) p.mutable_grad().mul_(scale);
+    }
+    set_learning_rate(*optimizer_, learning_rate(config_.train, step_index));
+    optimizer_->step();
+    ema_->update(*model_);
+  }
+  stats.times.optim = seconds_since(t0);
+  return stats;
+}
+
+void Trainer::check_parameters_in_sync() {
+  const auto named = model_->named_parameters();
+  auto sums = torch::empty({2 * static_cast<int64_t>(named.size())}, torch::kInt64);
+  auto* s = sums.data_ptr<int64_t>();
+  for (std::size_t i = 0; i < named.size(); ++i) {
+    const int64_t c = bit_checksum(named[i].value());
+    // max(c) and max(~c) = ~min(c) over ranks: equal exactly when every rank has the same c.
+    s[2 * i] = c;
+    s[2 * i + 1] = ~c;
+  }
+  auto reduced = sums.to(comm_.device());
+  comm_.allreduce_max(reduced);
+  reduced = reduced.cpu();
+  const auto* r = reduced.data_ptr<int64_t>();
+  for (std::size_t i = 0; i < named.size(); ++i)
+    if (r[2 * i] != ~r[2 * i + 1])
+      throw AgreedError(fmt::format("parameters out of sync across ranks: '{}' differs (checksums range from {} to {})",
+                                    named[i].key(), ~r[2 * i + 1], r[2 * i]));
+}
+
+TrainResult Trainer::run() {
+  const auto& t = config_.train;
+  const bool leader = comm_.rank() == 0;
+  std::unique_ptr<MetricsLog> metrics;
+  Progress progress;
+  if (leader) {
+    fs::create_directories(config_.run_dir + "/checkpoints");
+    write_file_atomically(config_.run_dir + "/config.yaml", to_yaml(config_));
+    metrics = std::make_unique<MetricsLog>(config_.run_dir);
+  }
+  TrainResult result;
+  result.start_step = start_step_;
+  double window_loss = 0;
+  int64_t window_steps = 0;
+  StepTimes window_times;
+  auto window_start = Clock::now();
+  for (int64_t s = start_step_ + 1; s <= t.steps; ++s) {
+    auto t0 = Clock::now();
+    std::vector<torch::Tensor> micro;
+    for (int64_t m = 0; m < t.grad_accum; ++m) micro.push_back(loader_->next());
+    const double data_time = seconds_since(t0);
+    auto stats = step(micro, s);
+    stats.times.data = data_time;
+    window_times += stats.times;
+    if (!stats.skipped) window_loss += stats.loss, ++window_steps;
+
+    if (config_.dist.check_every > 0 && s % config_.dist.check_every == 0) check_parameters_in_sync();
+    if (s % t.checkpoint_every == 0 || s == t.steps) save(s);
+    if (s % t.log_every == 0 || s == t.steps) {
+      const int64_t in_window = (s - start_step_ - 1) % t.log_every + 1;
+      LogRecord record;
+      record.step = s, record.total_steps = t.steps;
+      record.loss = window_steps ? window_loss / window_steps : NAN;
+      record.grad_norm = stats.grad_norm;
+      record.lr = learning_rate(t, s);
+      record.steps_per_s = in_window / seconds_since(window_start);
+      record.skipped = skipped_;
+      record.times = window_times;
+      for (double* v : {&record.times.data, &record.times.compute, &record.times.sync, &record.times.optim})
+        *v /= static_cast<double>(in_window);
+      if (leader) metrics->write(record), progress.update(record);
+      result.last_loss = record.loss;
+      window_loss = 0, window_steps = 0, window_times = StepTimes{}, window_start = Clock::now();
+    }
+  }
+  if (leader) progress.finish();
+  result.final_step = std::max(start_step_, t.steps);
+  result.skipped_steps = skipped_;
+  return result;
+}
+
+}  // namespace difftrain

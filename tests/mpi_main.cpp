@@ -1,0 +1,48 @@
+// gtest main for the multi-rank tests: every rank runs every test; rank 0 prints the
+// usual report, other ranks print only their failures; the process fails if any rank did.
+#include <gtest/gtest.h>
+
+#include <fmt/format.h>
+
+#include "mpi_test_env.h"
+
+namespace difftrain::test {
+
+namespace {
+std::unique_ptr<Communicator> g_world;
+
+class FailurePrinter : public ::testing::EmptyTestEventListener {
+ public:
+  explicit FailurePrinter(int rank) : rank_(rank) {}
+  void OnTestPartResult(const ::testing::TestPartResult& r) override {
+    if (r.failed())
+      fmt::print(stderr, "[rank {}] {}:{}: failure\n{}\n", rank_, r.file_name() ? r.file_name() : "?", r.line_number(),
+                 r.summary());
+  }
+
+ private:
+  int rank_;
+};
+}  // namespace
+
+Communicator& world() { return *g_world; }
+
+}  // namespace difftrain::test
+
+int main(int argc, char** argv) {
+  ::testing::InitGoogleTest(&argc, argv);
+  using difftrain::test::g_world;
+  g_world = difftrain::make_communicator("mpi");
+  const int rank = g_world->rank();
+  if (rank != 0) {
+    auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
+    delete listeners.Release(listeners.default_result_printer());
+    listeners.Append(new difftrain::test::FailurePrinter(rank));
+  }
+  const int failed = RUN_ALL_TESTS() != 0 ? 1 : 0;
+  auto any = torch::tensor({static_cast<int64_t>(failed)});
+  g_world->allreduce_max(any);
+  if (rank == 0 && any.item<int64_t>() && !failed) fmt::print(stderr, "a test failed on another rank (see above)\n");
+  g_world.reset();
+  return any.item<int64_t>() ? 1 : 0;
+}
