@@ -1,0 +1,235 @@
+// Data parallelism over MPI ranks (run by ctest under mpirun -n 2 and -n 4): averaged
+// gradients equal the single-rank gradient of the global batch, parameters stay identical
+// on every rank, the data partition covers the dataset, streams differ per rank.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "difftrain/config.h"
+#include "difftrain/data/batch_loader.h"
+#include "difftrain/data/prepare.h"
+#include "difftrain/data/swissroll.h"
+#include "difftrain/diffusion.h"
+#include "difftrain/dist/grad_buckets.h"
+#include "difftrain/error.h"
+#include "difftrain/models/registry.h"
+#include "difftrain/train/optimizer.h"
+#include "difftrain/train/random_streams.h"
+#include "difftrain/train/trainer.h"
+#include "mpi_test_env.h"
+#include "test_util.h"
+
+namespace difftrain {
+namespace {
+
+using test::world;
+
+// A directory every rank sees: rank 0 creates it and broadcasts its name.
+class SharedDir {
+ public:
+  SharedDir() {
+    auto name = torch::zeros({256}, torch::kUInt8);
+    if (world().rank() == 0) {
+      owner_ = std::make_unique<test::TempDir>();
+      std::copy(owner_->path().begin(), owner_->path().end(), name.data_ptr<uint8_t>());
+    }
+    world().broadcast(name, 0);
+    path_ = reinterpret_cast<const char*>(name.data_ptr<uint8_t>());
+  }
+  ~SharedDir() { world().barrier(); }  // rank 0 removes it only when everyone is done
+  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::unique_ptr<test::TempDir> owner_;
+  std::string path_;
+};
+
+// Every rank's copy of `t` (same shape on all ranks), stacked: [world, ...].
+torch::Tensor all_gather(const torch::Tensor& t) {
+  std::vector<int64_t> shape{world().size()};
+  shape.insert(shape.end(), t.sizes().begin(), t.sizes().end());
+  auto out = torch::zeros(shape, t.options());
+  out[world().rank()].copy_(t);
+  world().allreduce_sum(out);
+  return out;
+}
+
+std::shared_ptr<Denoiser> toy_model() {
+  torch::manual_seed(123);  // the same initial weights on every rank
+  return make_model(ModelConfig{}, {2});
+}
+
+// One global batch with fixed x0, sigma and eps, the same on every rank.
+TrainSample global_batch(int64_t batch) {
+  torch::manual_seed(7);
+  auto x0 = swissroll_points().index_select(0, torch::randint(100, {batch}, torch::kLong));
+  auto sigma = log_linear_schedule(200, 0.005, 10).sigmas().index_select(0, torch::randint(200, {batch}, torch::kLong));
+  return {x0, sigma.view({batch, 1}), torch::randn({batch, 2})};
+}
+
+TrainSample slice(const TrainSample& s, int64_t begin, int64_t n) {
+  return {s.x0.narrow(0, begin, n), s.sigma.narrow(0, begin, n), s.eps.narrow(0, begin, n)};
+}
+
+TEST(DataParallel, AveragedGradientEqualsGlobalBatchGradient) {
+  const int64_t per_rank = 8, global = per_rank * world().size();
+  const auto batch = global_batch(global);
+
+  auto reference = toy_model();  // every rank computes the whole batch on its own, too
+  training_loss(*reference, Parameterization::eps, batch).backward();
+
+  auto model = toy_model();
+  const auto loss = training_loss(*model, Parameterization::eps, slice(batch, world().rank() * per_rank, per_rank));
+  loss.backward();
+  // A tiny bucket size forces several buckets, so packing across buckets is exercised too.
+  GradBuckets buckets(model->parameters(), /*bucket_mb=*/0.01);
+  ASSERT_GT(buckets.num_buckets(), 1u);
+  auto extras = torch::tensor({loss.item<float>()});
+  buckets.allreduce_mean(world(), extras);
+
+  const auto got = model->named_parameters(), want = reference->named_parameters();
+  for (std::size_t i = 0; i < got.size(); ++i)
+    EXPECT_TRUE(torch::allclose(got[i]->grad(), want[i]->grad(), 1e-5, 1e-6)) << got[i].key();
+  EXPECT_NEAR(extras.item<float>(), training_loss(*reference, Parameterization::eps, batch).item<float>(), 1e-5);
+}
+
+TEST(DataParallel, AdamStepsOnRanksMatchOneRank) {
+  const int64_t per_rank = 8, global = per_rank * world().size(), steps = 20;
+  TrainConfig adamw;
+  auto one = toy_model(), many = toy_model();
+  auto opt_one = make_optimizer(one->parameters(), adamw), opt_many = make_optimizer(many->parameters(), adamw);
+  GradBuckets buckets(many->parameters(), 25);
+  for (int64_t s = 0; s < steps; ++s) {
+    const auto batch = global_batch(global);  // fixed per step, shared by all
+    opt_one->zero_grad();
+    training_loss(*one, Parameterization::eps, batch).backward();
+    opt_one->step();
+
+    opt_many->zero_grad();
+    training_loss(*many, Parameterization::eps, slice(batch, world().rank() * per_rank, per_rank)).backward();
+    auto extras = torch::zeros({1});
+    buckets.allreduce_mean(world(), extras);
+    opt_many->step();
+  }
+  const auto a = one->named_parameters(), b = many->named_parameters();
+  for (std::size_t i = 0; i < a.size(); ++i)
+    EXPECT_TRUE(torch::allclose(a[i].value(), b[i].value(), 1e-4, 1e-5))
+        << a[i].key() << " max diff " << (a[i].value() - b[i].value()).abs().max().item<float>();
+}
+
+Config toy_config(const SharedDir& dir, int64_t steps, int64_t batch = 100) {
+  if (world().rank() == 0) prepare_swissroll(dir / "data", 3);
+  world().barrier();
+  return parse_config("", "test",
+                      {"data.path=" + (dir / "data"), "run_dir=" + (dir / "run"), fmt::format("train.steps={}", steps),
+                       fmt::format("train.batch_size={}", batch), "train.log_every=10", "train.checkpoint_every=1000",
+                       "dist.check_every=5"});
+}
+
+std::vector<torch::Tensor> train_params(const Config& config) {
+  Trainer trainer(config, world());
+  trainer.broadcast_weights();
+  trainer.run();
+  std::vector<torch::Tensor> out;
+  for (const auto& p : trainer.model().parameters()) out.push_back(p.detach().clone());
+  return out;
+}
+
+TEST(DataParallel, ParametersIdenticalOnAllRanksBitwise) {
+  SharedDir dir;
+  const auto params = train_params(toy_config(dir, 20));
+  for (std::size_t i = 0; i < params.size(); ++i) {
+    const auto everyone = all_gather(params[i]);
+    for (int r = 1; r < world().size(); ++r)
+      EXPECT_TRUE(torch::equal(everyone[0], everyone[r])) << "parameter " << i << " differs on rank " << r;
+  }
+}
+
+TEST(DataParallel, SameSeedAndWorldReproduceTheRunExactly) {
+  SharedDir a, b;
+  const auto first = train_params(toy_config(a, 15)), second = train_params(toy_config(b, 15));
+  for (std::size_t i = 0; i < first.size(); ++i) EXPECT_TRUE(torch::equal(first[i], second[i])) << "parameter " << i;
+}
+
+TEST(DataParallel, RandomStreamsDifferPerRank) {
+  const auto schedule = log_linear_schedule(200, 0.005, 10);
+  for (auto stream : {Stream::sigma, Stream::eps}) {
+    auto gen = stream_generator(0, world().rank(), stream, 1);
+    const auto draws = all_gather(torch::randn({64}, gen));
+    for (int r = 0; r < world().size(); ++r)
+      for (int q = r + 1; q < world().size(); ++q)
+        EXPECT_FALSE(torch::equal(draws[r], draws[q])) << "ranks " << r << " and " << q << " share a stream";
+  }
+  // And the key is a pure function of (seed, rank, stream, counter).
+  EXPECT_EQ(stream_key(5, world().rank(), Stream::sigma, 9), stream_key(5, world().rank(), Stream::sigma, 9));
+}
+
+// With more and with fewer shard files than ranks, and unequal shards: one epoch of every
+// rank's loader covers the dataset exactly once, and each rank reads about 1/world of it.
+TEST(DataParallel, PartitionCoversTheDatasetOncePerEpoch) {
+  for (int64_t shards : {int64_t{1}, int64_t{3}, int64_t{7}}) {
+    SharedDir dir;
+    const int64_t total = 1001;  // not divisible by 2 or 4: unequal shares and shards
+    if (world().rank() == 0) write_shards(dir / "data", shards, torch::randn({total, 4}));
+    world().barrier();
+    auto dataset = ShardedDataset::open(dir / "data");
+    const auto share = rank_share(dataset.size(), world().rank(), world().size());
+    const int64_t batch = 7;
+    BatchLoader loader(std::move(dataset), share, batch, 0, world().rank());
+    auto counts = torch::zeros({total}, torch::kInt64);
+    for (int64_t consumed = 0; consumed < share.size(); consumed += batch) {
+      const auto idx = loader.batch_indices(consumed);
+      for (int64_t k = 0; k < batch && consumed + k < share.size(); ++k) counts[idx[k]] += 1;
+    }
+    world().allreduce_sum(counts);
+    EXPECT_TRUE(torch::equal(counts, torch::ones({total}, torch::kInt64))) << shards << " shards";
+
+    // Bytes: one epoch through the loader reads this rank's share, plus at most the
+    // read-ahead (prefetch depth 2, and the batch being read) -- never other ranks' data.
+    const int64_t row = 4 * 4;
+    for (int64_t p = 0; p < share.size(); p += batch) loader.next();
+    const int64_t read = loader.bytes_read();
+    EXPECT_GE(read, share.size() * row);
+    EXPECT_LE(read, (share.size() + 3 * batch) * row) << "rank " << world().rank();
+    EXPECT_LE(std::abs(share.size() - total / world().size()), 1);
+    const auto per_rank = all_gather(torch::tensor({read})).view({-1});
+    if (world().rank() == 0) {
+      std::cout << shards << " shards, " << total * row << " bytes in all; bytes read per rank:";
+      for (int r = 0; r < world().size(); ++r) std::cout << " " << per_rank[r].item<int64_t>();
+      std::cout << "\n";
+    }
+  }
+}
+
+TEST(DataParallel, DesynchronisedParameterIsCaught) {
+  SharedDir dir;
+  Trainer trainer(toy_config(dir, 5), world());
+  trainer.broadcast_weights();
+  EXPECT_NO_THROW(trainer.check_parameters_in_sync());
+  if (world().rank() == world().size() - 1) {
+    torch::NoGradGuard no_grad;
+    trainer.model().named_parameters()["net.4.bias"][3] += 1e-6f;
+  }
+  try {
+    trainer.check_parameters_in_sync();
+    ADD_FAILURE() << "a desynchronised parameter went unnoticed";
+  } catch (const AgreedError& e) {
+    EXPECT_NE(std::string(e.what()).find("net.4.bias"), std::string::npos) << e.what();
+  }
+}
+
+TEST(DataParallel, GlobalBatchNotDivisibleByRanksIsAnError) {
+  SharedDir dir;
+  const int64_t batch = world().size() * 10 + 1;
+  try {
+    Trainer trainer(toy_config(dir, 5, batch), world());
+    ADD_FAILURE() << "expected an error";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find(std::to_string(batch)), std::string::npos) << m;
+    EXPECT_NE(m.find(std::to_string(world().size()) + " ranks"), std::string::npos) << m;
+  }
+}
+
+}  // namespace
+}  // namespace difftrain
