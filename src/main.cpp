@@ -128,6 +128,10 @@ int main(int argc, char** argv) {
   auto* train = app.add_subcommand("train", "Train; under mpirun/srun one rank per GPU or CPU slot");
   std::vector<std::string> train_args;
   train->add_option("CONFIG_AND_OVERRIDES", train_args, "CONFIG.yaml, then any key.sub=value overrides");
+  const std::string keys = "\nConfig keys and their defaults (override any as key.sub=value):\n" + to_yaml(parse_config("", "defaults"));
+  train->footer(keys +
+                "\nA run directory that holds checkpoints/latest.pt is resumed from it.\n"
+                "Under mpirun/srun each rank takes train.batch_size / ranks examples a step.");
 
   auto* sample = app.add_subcommand("sample", "Draw samples from a checkpoint");
   SampleOptions so;
@@ -147,6 +151,10 @@ int main(int argc, char** argv) {
   std::optional<int64_t> schedule_steps;
   schedule->add_option("CONFIG_AND_OVERRIDES", schedule_args, "[CONFIG.yaml] [schedule.key=value ...]");
   schedule->add_option("--steps", schedule_steps, "Also print the sampler's steps+1 sigmas");
+  schedule->footer(
+      "\nSchedule keys: type (loglinear | ddpm | ldm | sigmoid | cosine), N, sigma_min and sigma_max (loglinear),\n"
+      "beta_start and beta_end (ddpm, ldm, sigmoid; cosine accepts and ignores them), max_beta (cosine). Prints {\"type\", \"sigmas\", \"sample_sigmas\"}\n"
+      "with every float32 value in 9 significant digits.");
 
   CLI11_PARSE(app, argc, argv);
   try {

@@ -105,7 +105,7 @@ void Trainer::save(int64_t step) {
 Trainer::StepStats Trainer::step(const std::vector<torch::Tensor>& micro_batches, int64_t step_index) {
   StepStats stats;
   auto t0 = Clock::now();
-  optimizer_->zero_grad();
+  buckets_->zero_grad();
   double loss_sum = 0;
   const auto accum = static_cast<int64_t>(micro_batches.size());
   for (int64_t m = 0; m < accum; ++m) {
@@ -130,10 +130,9 @@ Trainer::StepStats Trainer::step(const std::vector<torch::Tensor>& micro_batches
   // Every rank holds the same averaged gradients, so every rank reaches the same verdict.
   {
     torch::NoGradGuard no_grad;
-    std::vector<torch::Tensor> squares;
-    for (const auto& p : model_->parameters())
-      if (p.grad().defined()) squares.push_back(p.grad().square().sum());
-    stats.grad_norm = std::sqrt(torch::stack(squares).sum().item<double>());
+    double squares = 0;
+    for (const auto& g : buckets_->flat_grads()) squares += g.square().sum().item<double>();
+    stats.grad_norm = std::sqrt(squares);
   }
   if (!std::isfinite(stats.loss) || !std::isfinite(stats.grad_norm)) {
     stats.skipped = true;
@@ -142,8 +141,7 @@ Trainer::StepStats Trainer::step(const std::vector<torch::Tensor>& micro_batches
     if (config_.train.grad_clip > 0 && stats.grad_norm > config_.train.grad_clip) {
       torch::NoGradGuard no_grad;
       const double scale = config_.train.grad_clip / (stats.grad_norm + 1e-6);
-      for (auto& p : model_->parameters())
-        if (p.grad().defined()) p.mutable_grad().mul_(scale);
+      for (auto& g : buckets_->flat_grads()) g.mul_(scale);
     }
     set_learning_rate(*optimizer_, learning_rate(config_.train, step_index));
     optimizer_->step();

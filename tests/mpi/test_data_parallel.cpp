@@ -105,7 +105,7 @@ TEST(DataParallel, AdamStepsOnRanksMatchOneRank) {
     training_loss(*one, Parameterization::eps, batch).backward();
     opt_one->step();
 
-    opt_many->zero_grad();
+    buckets.zero_grad();
     training_loss(*many, Parameterization::eps, slice(batch, world().rank() * per_rank, per_rank)).backward();
     auto extras = torch::zeros({1});
     buckets.allreduce_mean(world(), extras);
