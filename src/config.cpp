@@ -125,9 +125,12 @@ std::vector<Field> schema(Config& c) {
       field("train.ema_decay", c.train.ema_decay),
       field("train.log_every", c.train.log_every),
       field("train.checkpoint_every", c.train.checkpoint_every),
+      field("train.keep_checkpoints", c.train.keep_checkpoints),
+      field("train.max_bad_steps", c.train.max_bad_steps),
       field("dist.backend", c.dist.backend),
       field("dist.bucket_mb", c.dist.bucket_mb),
       field("dist.check_every", c.dist.check_every),
+      field("dist.timeout_s", c.dist.timeout_s),
       field("sample.steps", c.sample.steps),
       field("sample.gam", c.sample.gam),
       field("sample.mu", c.sample.mu),
@@ -270,6 +273,9 @@ void resolve(Config& c) {
   require(t.log_every >= 1, "train.log_every", fmt::format("must be >= 1, got {}", t.log_every));
   require(t.checkpoint_every >= 1, "train.checkpoint_every",
           fmt::format("must be >= 1, got {}", t.checkpoint_every));
+  require(t.keep_checkpoints >= 0, "train.keep_checkpoints",
+          fmt::format("must be >= 0 (0 = keep all), got {}", t.keep_checkpoints));
+  require(t.max_bad_steps >= 1, "train.max_bad_steps", fmt::format("must be >= 1, got {}", t.max_bad_steps));
 
   const auto& b = c.dist.backend;
   require(b == "auto" || b == "mpi" || b == "nccl", "dist.backend",
@@ -277,6 +283,7 @@ void resolve(Config& c) {
   require(c.dist.bucket_mb > 0, "dist.bucket_mb", fmt::format("must be > 0, got {}", c.dist.bucket_mb));
   require(c.dist.check_every >= 0, "dist.check_every",
           fmt::format("must be >= 0 (0 = off), got {}", c.dist.check_every));
+  require(c.dist.timeout_s > 0, "dist.timeout_s", fmt::format("must be > 0, got {}", c.dist.timeout_s));
 
   require(c.sample.steps >= 1, "sample.steps", fmt::format("must be >= 1, got {}", c.sample.steps));
   require(c.sample.mu >= 0 && c.sample.mu < 1, "sample.mu", fmt::format("must be in [0, 1), got {}", c.sample.mu));
@@ -311,20 +318,24 @@ Config load_config(const std::string& yaml_path, const std::vector<std::string>&
   return parse_config(buffer.str(), yaml_path, overrides);
 }
 
-std::string to_yaml(const Config& config) {
+std::vector<std::pair<std::string, std::string>> flatten(const Config& config) {
   Config copy = config;
-  auto fields = schema(copy);
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const auto& f : schema(copy)) out.emplace_back(f.key, f.get());
+  return out;
+}
+
+std::string to_yaml(const Config& config) {
   std::string out, section;
-  for (const auto& f : fields) {
-    const auto dot = f.key.find('.');
-    const std::string value = f.get();
+  for (const auto& [key, value] : flatten(config)) {
+    const auto dot = key.find('.');
     if (dot == std::string::npos) {
-      out += fmt::format("{}: {}\n", f.key, value);
+      out += fmt::format("{}: {}\n", key, value);
       continue;
     }
-    const std::string head = f.key.substr(0, dot);
+    const std::string head = key.substr(0, dot);
     if (head != section) out += fmt::format("{}:\n", head), section = head;
-    if (value != "null") out += fmt::format("  {}: {}\n", f.key.substr(dot + 1), value);
+    if (value != "null") out += fmt::format("  {}: {}\n", key.substr(dot + 1), value);
   }
   return out;
 }

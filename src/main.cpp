@@ -14,6 +14,7 @@
 #include "difftrain/error.h"
 #include "difftrain/sample.h"
 #include "difftrain/schedule.h"
+#include "difftrain/train/stop_signal.h"
 #include "difftrain/train/trainer.h"
 
 namespace difftrain {
@@ -67,20 +68,22 @@ int cmd_prepare(const std::string& name, const std::string& out, int64_t shards,
 }
 
 // Set-up failures are agreed on before any other collective, so no rank waits forever:
-// the lowest failing rank reports, every rank exits 1. Failures once training runs are
-// rank-local (a bad read, a dead peer): that rank reports and aborts the whole job.
-int cmd_train(const std::vector<std::string>& args) {
-  std::string config_path;
-  std::vector<std::string> overrides;
+// the lowest failing rank reports, every rank exits 1. Once training runs, a rank-local
+// failure rides in the step's all-reduce (RankError on that rank, PeerError on the
+// others), so all ranks still exit together; only a failure outside that path aborts.
+int cmd_train(const std::vector<std::string>& args, const TrainOptions& options) {
+  install_stop_signal_handlers();
   std::unique_ptr<Communicator> comm;
   std::unique_ptr<Trainer> trainer;
   std::string error;
   try {
+    std::string config_path;
+    std::vector<std::string> overrides;
     split_config_args(args, config_path, overrides);
-    Config config = load_config(config_path, overrides);
-    comm = make_communicator(config.dist.backend);
-    trainer = std::make_unique<Trainer>(config, *comm);
-  } catch (const Error& e) {
+    const Config config = load_config(config_path, overrides);
+    comm = make_communicator(config.dist.backend, config.dist.timeout_s);
+    trainer = std::make_unique<Trainer>(config, *comm, options);
+  } catch (const std::exception& e) {
     error = e.what();
   }
   if (!comm) comm = make_communicator("mpi");
@@ -92,18 +95,24 @@ int cmd_train(const std::vector<std::string>& args) {
     return 1;
   }
   try {
-    trainer->broadcast_weights();
+    trainer->synchronize();
     const auto result = trainer->run();
-    if (rank == 0)
+    if (rank == 0 && result.preempted)
+      fmt::print(stderr, "difftrain: stopped by a signal at step {}; checkpoint written, run again to resume\n",
+                 result.final_step);
+    else if (rank == 0)
       fmt::print("trained to step {} ({} steps skipped as non-finite)\n", result.final_step, result.skipped_steps);
+    return result.preempted ? kExitPreempted : 0;
   } catch (const AgreedError& e) {
     if (rank == 0) report(e.what());
-    return 1;
+  } catch (const PeerError&) {
+  } catch (const RankError& e) {
+    report(e.what());
   } catch (const std::exception& e) {
     report(world == 1 ? e.what() : fmt::format("rank {}: {}", rank, e.what()));
     comm->abort(1);
   }
-  return 0;
+  return 1;
 }
 
 }  // namespace
@@ -127,11 +136,18 @@ int main(int argc, char** argv) {
 
   auto* train = app.add_subcommand("train", "Train; under mpirun/srun one rank per GPU or CPU slot");
   std::vector<std::string> train_args;
+  TrainOptions train_options;
   train->add_option("CONFIG_AND_OVERRIDES", train_args, "CONFIG.yaml, then any key.sub=value overrides");
+  train->add_flag("--fresh", train_options.fresh,
+                  "Start over: remove the run directory's checkpoints and metrics instead of resuming");
+  train->add_option("--resume", train_options.resume, "Resume from this checkpoint instead of RUN/checkpoints/latest.pt");
   const std::string keys = "\nConfig keys and their defaults (override any as key.sub=value):\n" + to_yaml(parse_config("", "defaults"));
   train->footer(keys +
-                "\nA run directory that holds checkpoints/latest.pt is resumed from it.\n"
-                "Under mpirun/srun each rank takes train.batch_size / ranks examples a step.");
+                "\nA run directory that holds checkpoints/latest.pt is resumed from it (model, EMA, optimizer, step,\n"
+                "data position; random streams are recomputed from the step). Under mpirun/srun each rank takes\n"
+                "train.batch_size / ranks examples a step.\n"
+                "Exit status: 0 done; 1 error (one line names it); 75 stopped by SIGTERM/SIGUSR1 after writing a\n"
+                "checkpoint (run the same command again to resume).");
 
   auto* sample = app.add_subcommand("sample", "Draw samples from a checkpoint");
   SampleOptions so;
@@ -159,7 +175,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   try {
     if (*prepare) return cmd_prepare(prepare_name, prepare_out, shards, from, prepare_dataset);
-    if (*train) return cmd_train(train_args);
+    if (*train) return cmd_train(train_args, train_options);
     if (*sample) {
       so.use_ema = weights == "ema";
       const auto samples = run_sample(so);

@@ -41,12 +41,15 @@ struct TrainConfig {
   double ema_decay = 0.999;
   int64_t log_every = 100;
   int64_t checkpoint_every = 1000;
+  int64_t keep_checkpoints = 3;  // step-*.pt files kept besides latest.pt; 0 = keep all
+  int64_t max_bad_steps = 20;    // consecutive non-finite steps skipped before the run stops
 };
 
 struct DistConfig {
   std::string backend = "auto";  // auto | nccl | mpi
   double bucket_mb = 25;
   int64_t check_every = 1000;  // steps between cross-rank parameter checksums; 0 = off
+  double timeout_s = 600;      // a collective not done by then ends the job (a peer died or hangs)
 };
 
 struct SampleConfig {
@@ -79,5 +82,8 @@ void resolve(Config& config);
 
 // The resolved config as YAML text; parse_config(to_yaml(c)) == c.
 std::string to_yaml(const Config& config);
+
+// Every key with its value as YAML text, in schema order: ("train.lr", "0.001"), ...
+std::vector<std::pair<std::string, std::string>> flatten(const Config& config);
 
 }  // namespace difftrain

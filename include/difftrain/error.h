@@ -22,6 +22,18 @@ class AgreedError : public Error {
   using Error::Error;
 };
 
+// A rank-local failure during training that was shared with every rank through the step's
+// all-reduce: the failing rank throws RankError (and reports it), the others PeerError
+// (and stay quiet); all exit 1 together, no abort needed.
+class RankError : public Error {
+ public:
+  using Error::Error;
+};
+class PeerError : public Error {
+ public:
+  using Error::Error;
+};
+
 template <typename... Args>
 [[noreturn]] void fail(fmt::format_string<Args...> format, Args&&... args) {
   throw Error(fmt::format(format, std::forward<Args>(args)...));

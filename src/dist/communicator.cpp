@@ -5,7 +5,7 @@
 
 namespace difftrain {
 
-std::unique_ptr<Communicator> make_communicator(const std::string& backend) {
+std::unique_ptr<Communicator> make_communicator(const std::string& backend, double timeout_s) {
   ensure_mpi_initialized();
   if (backend == "nccl") {
     // The NCCL backend (bootstrapped over MPI) lands with the GPU path; until then asking
@@ -14,7 +14,7 @@ std::unique_ptr<Communicator> make_communicator(const std::string& backend) {
   }
   if (backend != "auto" && backend != "mpi")
     fail("config: key 'dist.backend': expected one of auto, mpi, nccl; got '{}'", backend);
-  return std::make_unique<MpiCommunicator>();
+  return std::make_unique<MpiCommunicator>(timeout_s);
 }
 
 }  // namespace difftrain

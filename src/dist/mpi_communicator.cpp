@@ -50,7 +50,7 @@ void check_tensor(const torch::Tensor& t, int rank) {
 
 }  // namespace
 
-MpiCommunicator::MpiCommunicator() {
+MpiCommunicator::MpiCommunicator(double timeout_s) {
   MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
   MPI_Comm_size(MPI_COMM_WORLD, &size_);
   // Ranks sharing a node (shared memory) form one group; works the same under srun.
@@ -58,10 +58,12 @@ MpiCommunicator::MpiCommunicator() {
   MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node);
   MPI_Comm_rank(node, &local_rank_);
   MPI_Comm_free(&node);
+  if (size_ > 1) watchdog_ = std::make_unique<CollectiveWatchdog>(rank_, timeout_s);
 }
 
 void MpiCommunicator::allreduce(torch::Tensor& t, MPI_Op op) {
   check_tensor(t, rank_);
+  CollectiveWatchdog::Scope watched(watchdog_.get(), "MPI_Allreduce");
   check(MPI_Allreduce(MPI_IN_PLACE, t.data_ptr(), static_cast<int>(t.numel()), mpi_type(t), op, MPI_COMM_WORLD),
         "MPI_Allreduce", rank_);
 }
@@ -71,11 +73,15 @@ void MpiCommunicator::allreduce_max(torch::Tensor& t) { allreduce(t, MPI_MAX); }
 
 void MpiCommunicator::broadcast(torch::Tensor& t, int root) {
   check_tensor(t, rank_);
+  CollectiveWatchdog::Scope watched(watchdog_.get(), "MPI_Bcast");
   check(MPI_Bcast(t.data_ptr(), static_cast<int>(t.numel()), mpi_type(t), root, MPI_COMM_WORLD), "MPI_Bcast",
         rank_);
 }
 
-void MpiCommunicator::barrier() { check(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier", rank_); }
+void MpiCommunicator::barrier() {
+  CollectiveWatchdog::Scope watched(watchdog_.get(), "MPI_Barrier");
+  check(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier", rank_);
+}
 
 void MpiCommunicator::abort(int code) {
   MPI_Abort(MPI_COMM_WORLD, code);

@@ -86,9 +86,18 @@ void save_checkpoint(const std::string& path, const Checkpoint& c) {
 }
 
 Checkpoint load_checkpoint(const std::string& path) {
+  // A directory opens as a stream on Linux and then throws std::ios_base::failure on read,
+  // which would escape as an abort instead of a one-line error.
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) fail("{}: is a directory, not a checkpoint file", path);
   std::ifstream in(path, std::ios::binary);
   if (!in) fail("{}: cannot open checkpoint", path);
-  std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::vector<char> bytes;
+  try {
+    bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  } catch (const std::exception& e) {
+    fail("{}: cannot read checkpoint: {}", path, e.what());
+  }
   if (bytes.empty()) fail("{}: checkpoint file is empty", path);
   c10::IValue value;
   try {

@@ -77,6 +77,36 @@ bool is_adamw(torch::optim::Optimizer& optimizer) {
   return dynamic_cast<torch::optim::AdamW*>(&optimizer) != nullptr;
 }
 
+template <typename State>
+void broadcast_state(torch::optim::Optimizer& optimizer, Communicator& comm) {
+  const auto& params = optimizer.param_groups().at(0).params();
+  auto has_state = torch::tensor({static_cast<int64_t>(!optimizer.state().empty())});
+  comm.broadcast(has_state, 0);
+  if (has_state.item<int64_t>() == 0) return;
+  auto steps = torch::zeros({static_cast<int64_t>(params.size())}, torch::kInt64);
+  for (std::size_t i = 0; i < params.size(); ++i) {
+    auto* s = state_of<State>(optimizer, params[i]);
+    if (!s) {  // a parameter rank 0 never stepped, or any parameter on the other ranks
+      auto fresh = std::make_unique<State>();
+      fresh->exp_avg(torch::zeros_like(params[i]));
+      fresh->exp_avg_sq(torch::zeros_like(params[i]));
+      s = fresh.get();
+      optimizer.state()[key_of(params[i])] = std::move(fresh);
+    }
+    steps[i] = s->step();
+  }
+  comm.broadcast(steps, 0);
+  for (std::size_t i = 0; i < params.size(); ++i) {
+    auto* s = state_of<State>(optimizer, params[i]);
+    s->step(steps[i].item<int64_t>());
+    auto exp_avg = s->exp_avg().contiguous(), exp_avg_sq = s->exp_avg_sq().contiguous();
+    comm.broadcast(exp_avg, 0);
+    comm.broadcast(exp_avg_sq, 0);
+    s->exp_avg(exp_avg);
+    s->exp_avg_sq(exp_avg_sq);
+  }
+}
+
 }  // namespace
 
 c10::IValue optimizer_state(torch::optim::Optimizer& optimizer) {
@@ -113,6 +143,15 @@ void load_optimizer_state(torch::optim::Optimizer& optimizer, const c10::IValue&
   auto state = dict.at("state").toGenericDict();
   if (is_adamw(optimizer)) restore<torch::optim::AdamWParamState>(optimizer, state);
   else restore<torch::optim::AdamParamState>(optimizer, state);
+}
+
+}  // namespace difftrain
+
+namespace difftrain {
+
+void broadcast_optimizer_state(torch::optim::Optimizer& optimizer, Communicator& comm) {
+  if (is_adamw(optimizer)) broadcast_state<torch::optim::AdamWParamState>(optimizer, comm);
+  else broadcast_state<torch::optim::AdamParamState>(optimizer, comm);
 }
 
 }  // namespace difftrain

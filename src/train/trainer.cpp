@@ -3,13 +3,14 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <regex>
 
 #include "difftrain/atomic_file.h"
 #include "difftrain/error.h"
 #include "difftrain/models/registry.h"
-#include "difftrain/train/checkpoint.h"
 #include "difftrain/train/optimizer.h"
 #include "difftrain/train/random_streams.h"
+#include "difftrain/train/stop_signal.h"
 
 namespace difftrain {
 namespace fs = std::filesystem;
@@ -27,11 +28,30 @@ int64_t bit_checksum(const torch::Tensor& t) {
   return (bits * weights).sum().item<int64_t>();
 }
 
+// What must match for a checkpoint to continue under a config: the model (its shapes and
+// what it predicts), the optimizer's kind, and the data's example shape. Steps, cadences,
+// learning rate and the rest may change.
+void check_compatible(const Checkpoint& c, const Config& config, const std::vector<int64_t>& sample_shape,
+                      const std::string& path) {
+  const Config saved = parse_config(c.config_yaml, path + " (config)");
+  const auto now = flatten(config), then = flatten(saved);
+  for (std::size_t i = 0; i < now.size(); ++i) {
+    const auto& key = now[i].first;
+    if ((key.rfind("model.", 0) == 0 || key == "train.optimizer") && now[i].second != then[i].second)
+      fail("{}: was trained with {} = {}, this config has {}; use --fresh to start over, or another run_dir", path,
+           key, then[i].second, now[i].second);
+  }
+  if (c.sample_shape != sample_shape)
+    fail("{}: was trained on examples of shape {}, the data ({}) has {}; use --fresh to start over, or another run_dir",
+         path, c10::IntArrayRef(c.sample_shape), config.data.path, c10::IntArrayRef(sample_shape));
+}
+
 }  // namespace
 
-Trainer::Trainer(Config config, Communicator& comm)
+Trainer::Trainer(Config config, Communicator& comm, TrainOptions options)
     : config_(std::move(config)),
       comm_(comm),
+      options_(std::move(options)),
       schedule_(make_schedule(config_.schedule)),
       parameterization_(parse_parameterization(config_.model.parameterization)) {
   const auto& t = config_.train;
@@ -40,16 +60,17 @@ Trainer::Trainer(Config config, Communicator& comm)
     fail("config: key 'train.batch_size': {} does not divide evenly over {} ranks x {} micro-batches (train.grad_accum)",
          t.batch_size, comm_.size(), t.grad_accum);
   per_rank_batch_ = t.batch_size / parts;
+  if (options_.fresh && !options_.resume.empty()) fail("train: --fresh and --resume exclude each other");
 
-  auto dataset = ShardedDataset::open(config_.data.path, config_.data.dataset);
-  sample_shape_ = dataset.sample_shape();
-  if (dataset.stored_dtype() == torch::kInt64)
+  dataset_ = ShardedDataset::open(config_.data.path, config_.data.dataset);
+  sample_shape_ = dataset_->sample_shape();
+  if (dataset_->stored_dtype() == torch::kInt64)
     fail("{}: dataset '{}' holds int64 values (labels?); training data must be float32 or uint8", config_.data.path,
          config_.data.dataset);
-  const auto share = rank_share(dataset.size(), comm_.rank(), comm_.size());
+  rank_share(dataset_->size(), comm_.rank(), comm_.size());  // every rank needs at least one example
 
-  // Every rank builds the same initial weights from the same stream; broadcast_weights()
-  // then makes them identical by construction, whatever the ranks' libraries do.
+  // Every rank builds the same initial weights from the same stream; synchronize() then
+  // makes them identical by construction, whatever the ranks' libraries do.
   torch::manual_seed(stream_key(config_.seed, 0, Stream::init, 0));
   model_ = make_model(config_.model, sample_shape_);
   model_->to(comm_.device());
@@ -57,32 +78,63 @@ Trainer::Trainer(Config config, Communicator& comm)
   shadow->to(comm_.device());
   ema_ = std::make_unique<Ema>(shadow, *model_, t.ema_decay);
   optimizer_ = make_optimizer(model_->parameters(), t);
-  buckets_ = std::make_unique<GradBuckets>(model_->parameters(), config_.dist.bucket_mb, /*extras=*/1);
-
-  const std::string latest = latest_checkpoint_path(config_.run_dir);
-  if (fs::exists(latest)) resume_from(latest);
-  loader_ = std::make_unique<BatchLoader>(std::move(dataset), share, per_rank_batch_, config_.seed, comm_.rank(),
-                                          start_step_ * t.grad_accum * per_rank_batch_);
+  // Extras riding in the gradient all-reduce: this rank's loss, its stop request, its failure.
+  buckets_ = std::make_unique<GradBuckets>(model_->parameters(), config_.dist.bucket_mb, /*extras=*/3);
+  if (comm_.rank() == 0) load_resume_checkpoint();
 }
 
 Trainer::~Trainer() = default;
 
-void Trainer::broadcast_weights() {
-  torch::NoGradGuard no_grad;
-  for (auto* module : {static_cast<Denoiser*>(model_.get()), &ema_->model()}) {
-    for (auto& p : module->parameters()) comm_.broadcast(p, 0);
-    for (auto& b : module->buffers()) comm_.broadcast(b, 0);
+void Trainer::load_resume_checkpoint() {
+  if (options_.fresh) return;
+  std::string path = options_.resume;
+  if (path.empty()) {
+    path = latest_checkpoint_path(config_.run_dir);
+    if (!fs::exists(path)) return;  // a new run
+  } else if (!fs::exists(path)) {
+    fail("{}: no such checkpoint (--resume)", path);
   }
-}
-
-void Trainer::resume_from(const std::string& path) {
-  const Checkpoint c = load_checkpoint(path);
+  Checkpoint c = load_checkpoint(path);
+  check_compatible(c, config_, sample_shape_, path);
   load_state_dict(*model_, c.model, path + " (model)");
   load_state_dict(ema_->model(), c.ema, path + " (ema)");
   load_optimizer_state(*optimizer_, c.optimizer);
-  start_step_ = c.step;
-  skipped_ = c.skipped_steps;
-  ema_->set_updates(c.step - c.skipped_steps);
+  if (c.world_size != comm_.size())
+    fmt::print(stderr,
+               "difftrain: note: {} was written by {} ranks, resuming on {}: training continues, but not bit for bit "
+               "as an uninterrupted run would\n",
+               path, c.world_size, comm_.size());
+  resumed_ = std::move(c);
+}
+
+void Trainer::synchronize() {
+  auto header = torch::zeros({2}, torch::kInt64);
+  if (resumed_) header[0] = resumed_->step, header[1] = resumed_->skipped_steps;
+  comm_.broadcast(header, 0);
+  start_step_ = header[0].item<int64_t>();
+  skipped_ = header[1].item<int64_t>();
+  resumed_.reset();
+  {
+    torch::NoGradGuard no_grad;
+    for (auto* module : {static_cast<Denoiser*>(model_.get()), &ema_->model()}) {
+      for (auto& p : module->parameters()) comm_.broadcast(p, 0);
+      for (auto& b : module->buffers()) comm_.broadcast(b, 0);
+    }
+  }
+  broadcast_optimizer_state(*optimizer_, comm_);
+  ema_->set_updates(start_step_ - skipped_);
+}
+
+void Trainer::prepare_run_dir() {
+  const fs::path run(config_.run_dir), checkpoints = run / "checkpoints";
+  fs::create_directories(checkpoints);
+  for (const auto& entry : fs::directory_iterator(checkpoints)) {
+    const std::string name = entry.path().filename().string();
+    const bool stale_temp = name.rfind('.', 0) == 0 && name.find(".tmp.") != std::string::npos;
+    if (stale_temp || (options_.fresh && entry.path().extension() == ".pt")) fs::remove(entry.path());
+  }
+  if (options_.fresh) fs::remove(run / "metrics.jsonl");
+  write_file_atomically((run / "config.yaml").string(), to_yaml(config_));
 }
 
 void Trainer::save(int64_t step) {
@@ -100,31 +152,58 @@ void Trainer::save(int64_t step) {
   c.skipped_steps = skipped_;
   save_checkpoint(checkpoint_path(config_.run_dir, step), c);
   save_checkpoint(latest_checkpoint_path(config_.run_dir), c);
+
+  if (config_.train.keep_checkpoints == 0) return;
+  static const std::regex step_file(R"(step-\d{7}\.pt)");
+  std::vector<fs::path> steps;
+  for (const auto& entry : fs::directory_iterator(fs::path(config_.run_dir) / "checkpoints"))
+    if (std::regex_match(entry.path().filename().string(), step_file)) steps.push_back(entry.path());
+  std::sort(steps.begin(), steps.end());
+  const auto keep = static_cast<std::size_t>(config_.train.keep_checkpoints);
+  for (std::size_t i = 0; i + keep < steps.size(); ++i) fs::remove(steps[i]);
 }
 
-Trainer::StepStats Trainer::step(const std::vector<torch::Tensor>& micro_batches, int64_t step_index) {
+Trainer::StepStats Trainer::step(const std::vector<torch::Tensor>& micro_batches, int64_t step_index,
+                                 std::exception_ptr local_error) {
   StepStats stats;
   auto t0 = Clock::now();
   buckets_->zero_grad();
   double loss_sum = 0;
   const auto accum = static_cast<int64_t>(micro_batches.size());
-  for (int64_t m = 0; m < accum; ++m) {
-    const uint64_t counter = static_cast<uint64_t>((step_index - 1) * accum + m);
-    auto sigma_gen = stream_generator(config_.seed, comm_.rank(), Stream::sigma, counter);
-    auto eps_gen = stream_generator(config_.seed, comm_.rank(), Stream::eps, counter);
-    const auto x0 = micro_batches[m].to(comm_.device());
-    const auto sample = generate_train_sample(x0, schedule_, sigma_gen, eps_gen);
-    const auto loss = training_loss(*model_, parameterization_, sample) / static_cast<double>(accum);
-    loss.backward();
-    loss_sum += loss.item<double>();
+  if (!local_error) {
+    try {
+      for (int64_t m = 0; m < accum; ++m) {
+        const uint64_t counter = static_cast<uint64_t>((step_index - 1) * accum + m);
+        auto sigma_gen = stream_generator(config_.seed, comm_.rank(), Stream::sigma, counter);
+        auto eps_gen = stream_generator(config_.seed, comm_.rank(), Stream::eps, counter);
+        const auto x0 = micro_batches[m].to(comm_.device());
+        const auto sample = generate_train_sample(x0, schedule_, sigma_gen, eps_gen);
+        const auto loss = training_loss(*model_, parameterization_, sample) / static_cast<double>(accum);
+        loss.backward();
+        loss_sum += loss.item<double>();
+      }
+    } catch (...) {
+      local_error = std::current_exception();
+    }
   }
   stats.times.compute = seconds_since(t0);
 
   t0 = Clock::now();
-  auto extras = torch::tensor({static_cast<float>(loss_sum)}, torch::TensorOptions(comm_.device()));
+  auto extras = torch::tensor({static_cast<float>(loss_sum), stop_requested() ? 1.f : 0.f, local_error ? 1.f : 0.f},
+                              torch::TensorOptions(comm_.device()));
   buckets_->allreduce_mean(comm_, extras);
-  stats.loss = extras.item<double>();
+  extras = extras.cpu();
+  stats.loss = extras[0].item<double>();
+  stats.stop = extras[1].item<float>() > 0;
   stats.times.sync = seconds_since(t0);
+  if (extras[2].item<float>() > 0) {
+    if (!local_error) throw PeerError(fmt::format("step {}: another rank failed", step_index));
+    try {
+      std::rethrow_exception(local_error);
+    } catch (const std::exception& e) {
+      throw RankError(fmt::format("rank {}, step {}: {}", comm_.rank(), step_index, e.what()));
+    }
+  }
 
   t0 = Clock::now();
   // Every rank holds the same averaged gradients, so every rank reaches the same verdict.
@@ -137,7 +216,13 @@ Trainer::StepStats Trainer::step(const std::vector<torch::Tensor>& micro_batches
   if (!std::isfinite(stats.loss) || !std::isfinite(stats.grad_norm)) {
     stats.skipped = true;
     ++skipped_;
+    if (++consecutive_bad_ >= config_.train.max_bad_steps)
+      throw AgreedError(fmt::format(
+          "step {}: {} consecutive steps had a non-finite loss or gradient norm (train.max_bad_steps); stopping, "
+          "the last checkpoint holds finite weights",
+          step_index, consecutive_bad_));
   } else {
+    consecutive_bad_ = 0;
     if (config_.train.grad_clip > 0 && stats.grad_norm > config_.train.grad_clip) {
       torch::NoGradGuard no_grad;
       const double scale = config_.train.grad_clip / (stats.grad_norm + 1e-6);
@@ -177,30 +262,43 @@ TrainResult Trainer::run() {
   std::unique_ptr<MetricsLog> metrics;
   Progress progress;
   if (leader) {
-    fs::create_directories(config_.run_dir + "/checkpoints");
-    write_file_atomically(config_.run_dir + "/config.yaml", to_yaml(config_));
+    prepare_run_dir();
     metrics = std::make_unique<MetricsLog>(config_.run_dir);
+  }
+  if (!loader_) {
+    const auto share = rank_share(dataset_->size(), comm_.rank(), comm_.size());
+    loader_ = std::make_unique<BatchLoader>(std::move(*dataset_), share, per_rank_batch_, config_.seed, comm_.rank(),
+                                            start_step_ * t.grad_accum * per_rank_batch_);
+    dataset_.reset();
   }
   TrainResult result;
   result.start_step = start_step_;
+  result.final_step = start_step_;
   double window_loss = 0;
   int64_t window_steps = 0;
   StepTimes window_times;
   auto window_start = Clock::now();
+  int64_t last_saved = start_step_;
   for (int64_t s = start_step_ + 1; s <= t.steps; ++s) {
     auto t0 = Clock::now();
     std::vector<torch::Tensor> micro;
-    for (int64_t m = 0; m < t.grad_accum; ++m) micro.push_back(loader_->next());
+    std::exception_ptr data_error;
+    try {
+      for (int64_t m = 0; m < t.grad_accum; ++m) micro.push_back(loader_->next());
+    } catch (...) {
+      data_error = std::current_exception();
+    }
     const double data_time = seconds_since(t0);
-    auto stats = step(micro, s);
+    auto stats = step(micro, s, data_error);
     stats.times.data = data_time;
     window_times += stats.times;
     if (!stats.skipped) window_loss += stats.loss, ++window_steps;
+    result.final_step = s;
 
     if (config_.dist.check_every > 0 && s % config_.dist.check_every == 0) check_parameters_in_sync();
-    if (s % t.checkpoint_every == 0 || s == t.steps) save(s);
-    if (s % t.log_every == 0 || s == t.steps) {
-      const int64_t in_window = (s - start_step_ - 1) % t.log_every + 1;
+    if (s % t.checkpoint_every == 0 || s == t.steps || stats.stop) save(s), last_saved = s;
+    if (s % t.log_every == 0 || s == t.steps || stats.stop) {
+      const int64_t in_window = std::max<int64_t>(1, (s - start_step_ - 1) % t.log_every + 1);
       LogRecord record;
       record.step = s, record.total_steps = t.steps;
       record.loss = window_steps ? window_loss / window_steps : NAN;
@@ -215,9 +313,14 @@ TrainResult Trainer::run() {
       result.last_loss = record.loss;
       window_loss = 0, window_steps = 0, window_times = StepTimes{}, window_start = Clock::now();
     }
+    if (stats.stop) {
+      result.preempted = true;
+      break;
+    }
   }
   if (leader) progress.finish();
-  result.final_step = std::max(start_step_, t.steps);
+  // A run resumed at (or past) its last step still leaves a checkpoint of that step.
+  if (last_saved != result.final_step || !fs::exists(latest_checkpoint_path(config_.run_dir))) save(result.final_step);
   result.skipped_steps = skipped_;
   return result;
 }

@@ -128,7 +128,7 @@ Config toy_config(const SharedDir& dir, int64_t steps, int64_t batch = 100) {
 
 std::vector<torch::Tensor> train_params(const Config& config) {
   Trainer trainer(config, world());
-  trainer.broadcast_weights();
+  trainer.synchronize();
   trainer.run();
   std::vector<torch::Tensor> out;
   for (const auto& p : trainer.model().parameters()) out.push_back(p.detach().clone());
@@ -204,7 +204,7 @@ TEST(DataParallel, PartitionCoversTheDatasetOncePerEpoch) {
 TEST(DataParallel, DesynchronisedParameterIsCaught) {
   SharedDir dir;
   Trainer trainer(toy_config(dir, 5), world());
-  trainer.broadcast_weights();
+  trainer.synchronize();
   EXPECT_NO_THROW(trainer.check_parameters_in_sync());
   if (world().rank() == world().size() - 1) {
     torch::NoGradGuard no_grad;

@@ -48,7 +48,7 @@ std::vector<double> losses(const std::string& run_dir) {
 TEST(Train, SwissrollLearnsAndSamplesLandNearTheCurve) {
   test::TempDir dir;
   Trainer trainer(toy_config(dir, 2000), single_rank());
-  trainer.broadcast_weights();
+  trainer.synchronize();
   const auto result = trainer.run();
   EXPECT_EQ(result.final_step, 2000);
   EXPECT_EQ(result.skipped_steps, 0);
@@ -82,7 +82,7 @@ TEST(Train, SwissrollLearnsAndSamplesLandNearTheCurve) {
 
 std::vector<torch::Tensor> params_after(const Config& config, int64_t steps, const torch::Tensor& batch) {
   Trainer trainer(config, single_rank());
-  trainer.broadcast_weights();
+  trainer.synchronize();
   for (int64_t s = 1; s <= steps; ++s) trainer.step({batch}, s);
   std::vector<torch::Tensor> out;
   for (const auto& p : trainer.model().parameters()) out.push_back(p.detach().clone());
@@ -107,7 +107,7 @@ TEST(Train, SameSeedSameParametersBitwise) {
 TEST(Train, NonFiniteStepIsSkippedAndParametersStayFinite) {
   test::TempDir dir;
   Trainer trainer(toy_config(dir, 10), single_rank());
-  trainer.broadcast_weights();
+  trainer.synchronize();
   trainer.step({swissroll_points()}, 1);
   std::vector<torch::Tensor> before;
   for (const auto& p : trainer.model().parameters()) before.push_back(p.detach().clone());

@@ -27,9 +27,11 @@ class Communicator {
   [[noreturn]] virtual void abort(int code) = 0;
 };
 
-// MPI is initialised once per process, here, and finalised when the last user is gone.
-// Works with or without mpirun/srun (a run without a launcher is a world of one).
+// MPI is initialised once per process, here, and finalised at exit. Works with or without
+// mpirun/srun (a run without a launcher is a world of one).
 // backend: "auto" (nccl if this build has it and a GPU is visible, else mpi), "mpi", "nccl".
-std::unique_ptr<Communicator> make_communicator(const std::string& backend);
+// A collective still blocked after `timeout_s` ends this process with status 1 (its peers
+// are then ended by the launcher), so a dead or hung rank never holds an allocation.
+std::unique_ptr<Communicator> make_communicator(const std::string& backend, double timeout_s = 600);
 
 }  // namespace difftrain

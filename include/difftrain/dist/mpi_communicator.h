@@ -1,14 +1,18 @@
 #pragma once
 #include <mpi.h>
 
+#include <memory>
+
 #include "difftrain/dist/communicator.h"
+#include "difftrain/dist/watchdog.h"
 
 namespace difftrain {
 
 // Collectives over MPI_COMM_WORLD on CPU tensors.
 class MpiCommunicator : public Communicator {
  public:
-  MpiCommunicator();  // requires MPI to be initialised
+  // Requires MPI to be initialised. Every collective is bounded by `timeout_s`.
+  explicit MpiCommunicator(double timeout_s = 600);
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   int local_rank() const override { return local_rank_; }
@@ -22,6 +26,7 @@ class MpiCommunicator : public Communicator {
 
  private:
   int rank_ = 0, size_ = 1, local_rank_ = 0;
+  std::unique_ptr<CollectiveWatchdog> watchdog_;
   void allreduce(torch::Tensor& t, MPI_Op op);
 };
 

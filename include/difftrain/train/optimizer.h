@@ -9,6 +9,7 @@
 #include <torch/torch.h>
 
 #include "difftrain/config.h"
+#include "difftrain/dist/communicator.h"
 
 namespace difftrain {
 
@@ -22,5 +23,8 @@ void set_learning_rate(torch::optim::Optimizer& optimizer, double lr);
 // torch.optim's state_dict(), parameters numbered in order.
 c10::IValue optimizer_state(torch::optim::Optimizer& optimizer);
 void load_optimizer_state(torch::optim::Optimizer& optimizer, const c10::IValue& state);
+
+// Collective: every rank ends with rank 0's per-parameter state (moments and step counts).
+void broadcast_optimizer_state(torch::optim::Optimizer& optimizer, Communicator& comm);
 
 }  // namespace difftrain

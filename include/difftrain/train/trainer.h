@@ -2,7 +2,9 @@
 // The training loop. Per step on every rank: batch -> (sigma, eps) from this rank's
 // streams -> loss -> backward -> gradients averaged over ranks -> the same optimizer step
 // everywhere -> EMA. It never knows which communication backend it has.
+#include <exception>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "difftrain/config.h"
@@ -12,68 +14,85 @@
 #include "difftrain/dist/grad_buckets.h"
 #include "difftrain/models/denoiser.h"
 #include "difftrain/schedule.h"
+#include "difftrain/train/checkpoint.h"
 #include "difftrain/train/ema.h"
 #include "difftrain/train/metrics.h"
 
 namespace difftrain {
 
+struct TrainOptions {
+  bool fresh = false;  // ignore (and remove) the run directory's checkpoints and metrics
+  std::string resume;  // resume from this checkpoint instead of RUN/checkpoints/latest.pt
+};
+
 struct TrainResult {
   int64_t start_step = 0;  // > 0 when resumed
   int64_t final_step = 0;
-  double last_loss = 0;    // mean over the last logging window
+  double last_loss = 0;  // mean over the last logging window
   int64_t skipped_steps = 0;
+  bool preempted = false;  // stopped early by a signal, after writing a checkpoint
 };
 
 class Trainer {
  public:
-  // Builds everything this rank needs, reading only data metadata and (if resuming) the
-  // checkpoint. Makes no collective call, so a rank that fails here cannot strand the
-  // others inside one: the caller agrees on success first, then calls broadcast_weights().
-  Trainer(Config config, Communicator& comm);
+  // Builds everything this rank needs; rank 0 also reads the checkpoint it resumes from.
+  // Makes no collective call, so a rank that fails here cannot strand the others inside
+  // one: the caller agrees on success first, then calls synchronize().
+  Trainer(Config config, Communicator& comm, TrainOptions options = {});
   ~Trainer();
 
-  // Rank 0's weights (model and EMA) to every rank: the one collective of the set-up.
-  void broadcast_weights();
+  // The one collective of the set-up: the starting step, the weights (model and EMA) and
+  // the optimizer state go from rank 0 to every rank.
+  void synchronize();
 
-  // Trains to config.train.steps, resuming from RUN/checkpoints/latest.pt if present.
+  // Trains from the starting step to config.train.steps (or until a stop signal).
   TrainResult run();
 
-  // One optimizer step on the given per-rank micro-batches (all of this rank's examples for
-  // the step). Public so that tests can drive it with fixed data.
+  // One optimizer step on this rank's micro-batches for the step. `local_error`, if set, is
+  // a failure this rank met while getting them: it is shared with every rank through the
+  // step's all-reduce, and the step throws RankError here and PeerError elsewhere.
   struct StepStats {
     double loss = 0, grad_norm = 0;
     bool skipped = false;
+    bool stop = false;  // some rank asked to stop
     StepTimes times;
   };
-  StepStats step(const std::vector<torch::Tensor>& micro_batches, int64_t step_index);
+  StepStats step(const std::vector<torch::Tensor>& micro_batches, int64_t step_index,
+                 std::exception_ptr local_error = nullptr);
 
   Denoiser& model() { return *model_; }
   Ema& ema() { return *ema_; }
   torch::optim::Optimizer& optimizer() { return *optimizer_; }
   const Schedule& schedule() const { return schedule_; }
+  int64_t start_step() const { return start_step_; }
   int64_t per_rank_batch() const { return per_rank_batch_; }
 
-  // Cross-rank comparison of a checksum of every parameter; throws naming the first
-  // parameter that differs on some rank.
+  // Cross-rank comparison of a checksum of every parameter; throws AgreedError naming the
+  // first parameter that differs on some rank.
   void check_parameters_in_sync();
 
  private:
   Config config_;
   Communicator& comm_;
+  TrainOptions options_;
   Schedule schedule_;
   Parameterization parameterization_;
   std::vector<int64_t> sample_shape_;
+  std::optional<ShardedDataset> dataset_;  // moved into the loader when run() starts
   std::shared_ptr<Denoiser> model_;
   std::unique_ptr<Ema> ema_;
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
   std::unique_ptr<GradBuckets> buckets_;
   std::unique_ptr<BatchLoader> loader_;
-  int64_t per_rank_batch_ = 0;  // per micro-batch
+  std::optional<Checkpoint> resumed_;  // rank 0 only, until synchronize()
+  int64_t per_rank_batch_ = 0;         // per micro-batch
   int64_t start_step_ = 0;
   int64_t skipped_ = 0;
+  int64_t consecutive_bad_ = 0;
 
+  void load_resume_checkpoint();
+  void prepare_run_dir();
   void save(int64_t step);
-  void resume_from(const std::string& path);
 };
 
 }  // namespace difftrain
