@@ -27,6 +27,27 @@ class FailurePrinter : public ::testing::EmptyTestEventListener {
 
 Communicator& world() { return *g_world; }
 
+SharedDir::SharedDir() {
+  auto name = torch::zeros({256}, torch::kUInt8);
+  if (world().rank() == 0) {
+    owner_ = std::make_unique<TempDir>();
+    std::copy(owner_->path().begin(), owner_->path().end(), name.data_ptr<uint8_t>());
+  }
+  world().broadcast(name, 0);
+  path_ = reinterpret_cast<const char*>(name.data_ptr<uint8_t>());
+}
+
+SharedDir::~SharedDir() { world().barrier(); }
+
+torch::Tensor all_gather(const torch::Tensor& t) {
+  std::vector<int64_t> shape{world().size()};
+  shape.insert(shape.end(), t.sizes().begin(), t.sizes().end());
+  auto out = torch::zeros(shape, t.options());
+  out[world().rank()].copy_(t);
+  world().allreduce_sum(out);
+  return out;
+}
+
 }  // namespace difftrain::test
 
 int main(int argc, char** argv) {

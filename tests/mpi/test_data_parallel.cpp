@@ -22,37 +22,9 @@
 namespace difftrain {
 namespace {
 
+using test::all_gather;
+using test::SharedDir;
 using test::world;
-
-// A directory every rank sees: rank 0 creates it and broadcasts its name.
-class SharedDir {
- public:
-  SharedDir() {
-    auto name = torch::zeros({256}, torch::kUInt8);
-    if (world().rank() == 0) {
-      owner_ = std::make_unique<test::TempDir>();
-      std::copy(owner_->path().begin(), owner_->path().end(), name.data_ptr<uint8_t>());
-    }
-    world().broadcast(name, 0);
-    path_ = reinterpret_cast<const char*>(name.data_ptr<uint8_t>());
-  }
-  ~SharedDir() { world().barrier(); }  // rank 0 removes it only when everyone is done
-  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::unique_ptr<test::TempDir> owner_;
-  std::string path_;
-};
-
-// Every rank's copy of `t` (same shape on all ranks), stacked: [world, ...].
-torch::Tensor all_gather(const torch::Tensor& t) {
-  std::vector<int64_t> shape{world().size()};
-  shape.insert(shape.end(), t.sizes().begin(), t.sizes().end());
-  auto out = torch::zeros(shape, t.options());
-  out[world().rank()].copy_(t);
-  world().allreduce_sum(out);
-  return out;
-}
 
 std::shared_ptr<Denoiser> toy_model() {
   torch::manual_seed(123);  // the same initial weights on every rank

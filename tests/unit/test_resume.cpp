@@ -1,0 +1,192 @@
+// Resume, preemption and bad steps on one rank: nothing is lost, nothing differs.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "difftrain/config.h"
+#include "difftrain/data/prepare.h"
+#include "difftrain/data/swissroll.h"
+#include "difftrain/dist/communicator.h"
+#include "difftrain/error.h"
+#include "difftrain/train/checkpoint.h"
+#include "difftrain/train/optimizer.h"
+#include "difftrain/train/stop_signal.h"
+#include "difftrain/train/trainer.h"
+#include "test_util.h"
+
+namespace difftrain {
+namespace {
+namespace fs = std::filesystem;
+
+Communicator& single_rank() {
+  static auto comm = make_communicator("mpi");
+  return *comm;
+}
+
+// Batches of 20 so that an epoch (100 examples) spans several steps and the data position
+// matters; a warm-up so that the learning rate depends on the step too.
+Config config_for(const test::TempDir& dir, const std::string& run, int64_t steps,
+                  std::vector<std::string> extra = {}) {
+  if (!fs::exists(dir / "data")) prepare_swissroll(dir / "data", 3);
+  std::vector<std::string> o{"data.path=" + (dir / "data"), "run_dir=" + (dir / run),
+                             fmt::format("train.steps={}", steps), "train.batch_size=20",
+                             "train.warmup_steps=30", "train.log_every=25", "train.checkpoint_every=25"};
+  o.insert(o.end(), extra.begin(), extra.end());
+  return parse_config("", "test", o);
+}
+
+struct Finished {
+  TrainResult result;
+  torch::OrderedDict<std::string, torch::Tensor> model, ema;
+  c10::IValue optimizer;
+};
+
+Finished train(const Config& config, TrainOptions options = {}) {
+  Trainer trainer(config, single_rank(), options);
+  trainer.synchronize();
+  Finished f;
+  f.result = trainer.run();
+  f.model = state_dict(trainer.model());
+  f.ema = state_dict(trainer.ema().model());
+  f.optimizer = optimizer_state(trainer.optimizer());
+  return f;
+}
+
+void expect_bitwise_equal(const torch::OrderedDict<std::string, torch::Tensor>& a,
+                          const torch::OrderedDict<std::string, torch::Tensor>& b, const char* what) {
+  ASSERT_EQ(a.size(), b.size());
+  for (const auto& item : a) EXPECT_TRUE(torch::equal(item.value(), b[item.key()])) << what << " " << item.key();
+}
+
+TEST(Resume, HundredPlusHundredEqualsTwoHundredBitwise) {
+  test::TempDir dir;
+  const auto straight = train(config_for(dir, "straight", 200));
+  const auto first = train(config_for(dir, "split", 100));
+  EXPECT_EQ(first.result.final_step, 100);
+  const auto second = train(config_for(dir, "split", 200));  // raising train.steps is compatible
+  EXPECT_EQ(second.result.start_step, 100);
+  EXPECT_EQ(second.result.final_step, 200);
+  expect_bitwise_equal(second.model, straight.model, "model");
+  expect_bitwise_equal(second.ema, straight.ema, "ema");
+  const auto a = second.optimizer.toGenericDict().at("state").toGenericDict();
+  const auto b = straight.optimizer.toGenericDict().at("state").toGenericDict();
+  for (const auto& item : a) {
+    const auto x = item.value().toGenericDict(), y = b.at(item.key()).toGenericDict();
+    EXPECT_EQ(x.at("step").toInt(), y.at("step").toInt());
+    EXPECT_TRUE(torch::equal(x.at("exp_avg").toTensor(), y.at("exp_avg").toTensor()));
+    EXPECT_TRUE(torch::equal(x.at("exp_avg_sq").toTensor(), y.at("exp_avg_sq").toTensor()));
+  }
+  // Metrics continue in the same file: 4 logged windows, then 4 more.
+  std::ifstream in(dir / "split/metrics.jsonl");
+  EXPECT_EQ(std::count(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>(), '\n'), 8);
+}
+
+TEST(Resume, ExplicitCheckpointAndFresh) {
+  test::TempDir dir;
+  train(config_for(dir, "a", 50));
+  // --resume from another run's checkpoint into a new run directory.
+  TrainOptions from_a;
+  from_a.resume = dir / "a/checkpoints/step-0000025.pt";
+  EXPECT_EQ(train(config_for(dir, "b", 60), from_a).result.start_step, 25);
+  // --fresh ignores and removes what is there.
+  TrainOptions fresh;
+  fresh.fresh = true;
+  const auto again = train(config_for(dir, "a", 30), fresh);
+  EXPECT_EQ(again.result.start_step, 0);
+  EXPECT_FALSE(fs::exists(dir / "a/checkpoints/step-0000050.pt"));
+  EXPECT_TRUE(fs::exists(dir / "a/checkpoints/step-0000030.pt"));
+}
+
+void expect_error(const std::function<void()>& f, const std::vector<std::string>& words) {
+  try {
+    f();
+    ADD_FAILURE() << "expected an error mentioning " << words.front();
+  } catch (const Error& e) {
+    for (const auto& w : words) EXPECT_NE(std::string(e.what()).find(w), std::string::npos) << e.what();
+  }
+}
+
+TEST(Resume, IncompatibleCheckpointIsAnErrorUnlessFresh) {
+  test::TempDir dir;
+  train(config_for(dir, "run", 25));
+  expect_error([&] { Trainer t(config_for(dir, "run", 50, {"model.hidden_dims=[32,32]"}), single_rank()); },
+               {"latest.pt", "model.hidden_dims", "--fresh"});
+  expect_error([&] { Trainer t(config_for(dir, "run", 50, {"model.parameterization=v"}), single_rank()); },
+               {"model.parameterization"});
+  expect_error([&] { Trainer t(config_for(dir, "run", 50, {"train.optimizer=adam"}), single_rank()); },
+               {"train.optimizer"});
+  // Other data shapes: 3-d points instead of 2-d.
+  write_shards(dir / "data3", 1, torch::randn({40, 3}));
+  expect_error([&] { Trainer t(config_for(dir, "run", 50, {"data.path=" + (dir / "data3")}), single_rank()); },
+               {"shape"});
+  TrainOptions fresh;
+  fresh.fresh = true;
+  EXPECT_NO_THROW(Trainer(config_for(dir, "run", 50, {"model.hidden_dims=[32,32]"}), single_rank(), fresh));
+  // Cadence, learning rate and length may change.
+  EXPECT_NO_THROW(Trainer(config_for(dir, "run", 80, {"train.log_every=7", "train.lr=5e-4"}), single_rank()));
+}
+
+TEST(Resume, MissingOrTruncatedCheckpointIsAnError) {
+  test::TempDir dir;
+  TrainOptions missing;
+  missing.resume = dir / "nope.pt";
+  expect_error([&] { Trainer t(config_for(dir, "run", 10), single_rank(), missing); }, {"nope.pt"});
+
+  train(config_for(dir, "run", 25));
+  const std::string latest = dir / "run/checkpoints/latest.pt";
+  fs::resize_file(latest, fs::file_size(latest) / 2);
+  expect_error([&] { Trainer t(config_for(dir, "run", 50), single_rank()); }, {"latest.pt"});
+}
+
+TEST(Resume, KeepsTheLastCheckpointsAndCleansStaleTemporaries) {
+  test::TempDir dir;
+  fs::create_directories(dir / "run/checkpoints");
+  std::ofstream(dir / "run/checkpoints/.latest.pt.tmp.12345") << "half a checkpoint";
+  train(config_for(dir, "run", 10, {"train.checkpoint_every=1", "train.keep_checkpoints=3"}));
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(dir / "run/checkpoints")) names.push_back(e.path().filename());
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"latest.pt", "step-0000008.pt", "step-0000009.pt", "step-0000010.pt"}));
+}
+
+TEST(Preemption, StopRequestCheckpointsAndResumeMatchesUninterrupted) {
+  test::TempDir dir;
+  struct ClearOnExit {
+    ~ClearOnExit() { clear_stop_request(); }
+  } clear;
+  const auto straight = train(config_for(dir, "straight", 60));
+  const Config config = config_for(dir, "stopped", 60);
+  train(config_for(dir, "stopped", 36));
+  // A signal arrives while step 37 runs: the run stops after it, with a checkpoint.
+  request_stop();
+  Trainer interrupted(config, single_rank());
+  interrupted.synchronize();
+  const auto stopped = interrupted.run();
+  clear_stop_request();
+  EXPECT_TRUE(stopped.preempted);
+  EXPECT_EQ(stopped.final_step, 37);
+  EXPECT_EQ(load_checkpoint(dir / "stopped/checkpoints/latest.pt").step, 37);
+  const auto resumed = train(config);
+  EXPECT_EQ(resumed.result.start_step, 37);
+  EXPECT_FALSE(resumed.result.preempted);
+  expect_bitwise_equal(resumed.model, straight.model, "model");
+  expect_bitwise_equal(resumed.ema, straight.ema, "ema");
+}
+
+TEST(NonFinite, TooManyConsecutiveBadStepsStopTheRun) {
+  test::TempDir dir;
+  Trainer trainer(config_for(dir, "run", 10, {"train.max_bad_steps=3"}), single_rank());
+  trainer.synchronize();
+  auto bad = torch::full({20, 2}, std::numeric_limits<float>::infinity());
+  EXPECT_TRUE(trainer.step({bad}, 1).skipped);
+  EXPECT_TRUE(trainer.step({bad}, 2).skipped);
+  EXPECT_FALSE(trainer.step({swissroll_points().narrow(0, 0, 20)}, 3).skipped);  // the count restarts
+  EXPECT_TRUE(trainer.step({bad}, 4).skipped);
+  EXPECT_TRUE(trainer.step({bad}, 5).skipped);
+  EXPECT_THROW(trainer.step({bad}, 6), AgreedError);
+  for (const auto& p : trainer.model().parameters()) EXPECT_TRUE(torch::isfinite(p).all().item<bool>());
+}
+
+}  // namespace
+}  // namespace difftrain
