@@ -1,5 +1,6 @@
 #include "difftrain/config.h"
 
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -311,6 +312,8 @@ Config parse_config(const std::string& yaml_text, const std::string& source,
 
 Config load_config(const std::string& yaml_path, const std::vector<std::string>& overrides) {
   if (yaml_path.empty()) return parse_config("", "defaults", overrides);
+  std::error_code ec;
+  if (std::filesystem::is_directory(yaml_path, ec)) fail("{}: is a directory, not a config file", yaml_path);
   std::ifstream in(yaml_path);
   if (!in) fail("{}: cannot open config file", yaml_path);
   std::stringstream buffer;

@@ -1,8 +1,12 @@
 #pragma once
 // Helpers shared by the tests: scratch directories and small HDF5 files.
+#include <gtest/gtest.h>
+
 #include <string>
 
 #include <torch/torch.h>
+
+#include "difftrain/error.h"
 
 namespace difftrain::test {
 
@@ -27,4 +31,23 @@ struct CommandResult {
 };
 CommandResult run_command(const std::string& command);
 
+// The message of the difftrain::Error that `f` throws; a test failure if it throws
+// anything else or nothing.
+template <typename F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const difftrain::Error& e) {
+    return e.what();
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "threw a non-difftrain error: " << e.what();
+    return {};
+  }
+  ADD_FAILURE() << "did not throw";
+  return {};
+}
+
 }  // namespace difftrain::test
+
+#define EXPECT_MENTIONS(message, text) \
+  EXPECT_NE(std::string(message).find(text), std::string::npos) << "message: " << (message) << "\nlacks: " << (text)

@@ -4,20 +4,7 @@
 # gives one error line and a non-zero exit on every rank.
 #   bash tests/e2e/cli.sh path/to/difftrain path/to/mpirun
 set -uo pipefail
-difftrain=$(realpath "$1")
-mpirun=${2:-mpirun}
-here=$(cd "$(dirname "$0")/../.." && pwd)
-py=/usr/bin/python3
-$py -c "import torch, h5py" 2>/dev/null || { echo "skip: needs python3-torch and python3-h5py"; exit 77; }
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-cd "$work"
-passes=0 failures=0
-check() {  # check NAME CONDITION...
-  local name=$1; shift
-  if "$@"; then echo "ok   $name"; passes=$((passes + 1)); else echo "FAIL $name"; failures=$((failures + 1)); fi
-}
-mpi() { "$mpirun" --allow-run-as-root --oversubscribe --bind-to none -x OMP_NUM_THREADS=1 -x OPENBLAS_NUM_THREADS=1 "$@"; }
+source "$(dirname "$0")/lib/common.bash"
 distance() { $py "$here/tests/reference/swissroll_torch.py" --distance "$1" | $py -c "import json,sys; print(json.load(sys.stdin)['mean_distance'])"; }
 below() { $py -c "import sys; sys.exit(0 if float('$1') <= float('$2') else 1)"; }
 
@@ -45,20 +32,6 @@ echo "2 ranks, 2000 steps: mean distance to the curve $d2"
 check "2-rank samples near the curve" below "$d2" 0.19
 check "only rank 0 logs" test "$(grep -c '^step 2000/2000' train2.log)" -eq 1
 
-# Bad input: exit 1 on every rank, exactly one line on stderr naming the problem, nothing
-# written to the run directory.
-bad() {  # bad NAME EXPECTED-TEXT ARGS...
-  local name=$1 text=$2; shift 2
-  for ranks in 1 2; do
-    rm -rf badrun
-    if [[ $ranks -eq 1 ]]; then "$difftrain" "$@" >out.txt 2>err.txt; rc=$?
-    else mpi -n 2 "$difftrain" "$@" >out.txt 2>err.txt; rc=$?; fi
-    check "$name ($ranks rank): non-zero exit" test "$rc" -ne 0
-    check "$name ($ranks rank): one error line naming it" \
-      bash -c "test \$(grep -c 'difftrain: error:' err.txt) -eq 1 && grep -q -- '$text' err.txt"
-    check "$name ($ranks rank): no run directory left" test ! -e badrun
-  done
-}
 printf 'train: {steps: [1, 2}\n' >malformed.yaml
 bad "malformed YAML" "malformed.yaml" train malformed.yaml run_dir=badrun
 bad "unknown key" "train.stepz" train "$here/configs/swissroll.yaml" run_dir=badrun train.stepz=3
@@ -70,5 +43,4 @@ bad "indivisible batch" "train.batch_size" train "$here/configs/swissroll.yaml" 
 "$difftrain" schedule schedule.type=cosine --steps 10 >sched.json
 check "schedule prints JSON" $py -c "import json; d=json.load(open('sched.json')); assert d['type']=='cosine' and len(d['sigmas'])==1000 and len(d['sample_sigmas'])==11"
 
-echo "$passes passed, $failures failed"
-[[ $failures -eq 0 ]]
+finish
