@@ -57,8 +57,8 @@ Trainer::Trainer(Config config, Communicator& comm, TrainOptions options)
   const auto& t = config_.train;
   const int64_t parts = comm_.size() * t.grad_accum;
   if (t.batch_size % parts != 0)
-    fail("config: key 'train.batch_size': {} does not divide evenly over {} ranks x {} micro-batches (train.grad_accum)",
-         t.batch_size, comm_.size(), t.grad_accum);
+    fail("config: key 'train.batch_size': {} does not divide evenly over {} rank{} x {} micro-batch{} (train.grad_accum)",
+         t.batch_size, comm_.size(), comm_.size() == 1 ? "" : "s", t.grad_accum, t.grad_accum == 1 ? "" : "es");
   per_rank_batch_ = t.batch_size / parts;
   if (options_.fresh && !options_.resume.empty()) fail("train: --fresh and --resume exclude each other");
 
@@ -101,8 +101,8 @@ void Trainer::load_resume_checkpoint() {
   load_optimizer_state(*optimizer_, c.optimizer);
   if (c.world_size != comm_.size())
     fmt::print(stderr,
-               "difftrain: note: {} was written by {} ranks, resuming on {}: training continues, but not bit for bit "
-               "as an uninterrupted run would\n",
+               "difftrain: note: {} was written by {} rank(s), resuming on {}: training continues, but not bit for "
+               "bit as an uninterrupted run would\n",
                path, c.world_size, comm_.size());
   resumed_ = std::move(c);
 }

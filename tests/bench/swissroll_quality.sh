@@ -20,6 +20,7 @@ mpi=(mpirun --oversubscribe --bind-to none -x OMP_NUM_THREADS=1 -x OPENBLAS_NUM_
 "$difftrain" prepare swissroll --out data/swissroll --shards 2 >/dev/null
 distance() { /usr/bin/python3 "$here/tests/reference/swissroll_torch.py" --distance "$1" | /usr/bin/python3 -c "import json,sys; print('%.4f' % json.load(sys.stdin)['mean_distance'])"; }
 now() { date +%s.%N; }
+elapsed() { /usr/bin/python3 -c "import sys; print(float(sys.argv[2]) - float(sys.argv[1]))" "$1" "$2"; }
 printf '%-6s %-22s %8s %8s %8s\n' seed run wall_s ema raw
 for seed in "${seeds[@]}"; do
   for ranks in 1 2; do
@@ -30,11 +31,11 @@ for seed in "${seeds[@]}"; do
     ck=run-$seed-$ranks/checkpoints/latest.pt
     "$difftrain" sample --checkpoint $ck --out ema.h5 --seed $seed >/dev/null
     "$difftrain" sample --checkpoint $ck --out raw.h5 --seed $seed --weights model >/dev/null
-    printf '%-6s %-22s %8.1f %8s %8s\n' $seed "difftrain $ranks rank(s)" "$(echo "$t1 - $t0" | bc)" \
+    printf '%-6s %-22s %8.1f %8s %8s\n' $seed "difftrain $ranks rank(s)" "$(elapsed "$t0" "$t1")" \
       "$(distance ema.h5)" "$(distance raw.h5)"
   done
   t0=$(now)
   /usr/bin/python3 "$here/tests/reference/swissroll_torch.py" --steps $steps --seed $seed --out torch.h5 >/dev/null
   t1=$(now)
-  printf '%-6s %-22s %8.1f %8s %8s\n' $seed "plain PyTorch" "$(echo "$t1 - $t0" | bc)" - "$(distance torch.h5)"
+  printf '%-6s %-22s %8.1f %8s %8s\n' $seed "plain PyTorch" "$(elapsed "$t0" "$t1")" - "$(distance torch.h5)"
 done

@@ -17,6 +17,7 @@ export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 "$difftrain" prepare swissroll --out data/swissroll --shards 2 >/dev/null
 mpi=(mpirun --oversubscribe --bind-to none -x OMP_NUM_THREADS=1 -x OPENBLAS_NUM_THREADS=1)
 [[ $(id -u) -eq 0 ]] && mpi+=(--allow-run-as-root)
+elapsed() { /usr/bin/python3 -c "import sys; print(float(sys.argv[2]) - float(sys.argv[1]))" "$1" "$2"; }
 report() {
   /usr/bin/python3 - "$1" "$2" "$3" <<'PY'
 import json, sys
@@ -33,7 +34,7 @@ for ranks in 1 2; do
   "${mpi[@]}" -n $ranks "$difftrain" train "$here/configs/swissroll.yaml" run_dir=run$ranks train.steps=$steps \
     train.log_every=$steps >/dev/null 2>&1
   end=$(date +%s.%N)
-  report "difftrain $ranks rank(s), $steps steps" "$(echo "$end - $start" | bc)" run$ranks/metrics.jsonl
+  report "difftrain $ranks rank(s), $steps steps" "$(elapsed "$start" "$end")" run$ranks/metrics.jsonl
 done
 /usr/bin/python3 "$here/tests/reference/swissroll_torch.py" --steps "$steps" | \
   /usr/bin/python3 -c "import json,sys; d=json.load(sys.stdin); print(json.dumps({'run': 'plain PyTorch, 1 thread, %d steps' % d['steps'], 'train_s': d['train_s'], 'steps_per_s': round(d['steps']/d['train_s'], 1)}))"

@@ -124,6 +124,19 @@ TEST(Train, NonFiniteStepIsSkippedAndParametersStayFinite) {
   EXPECT_FALSE(trainer.step({swissroll_points()}, 3).skipped);
 }
 
+TEST(Train, GradClipBoundsTheGlobalNorm) {
+  test::TempDir dir;
+  auto config = toy_config(dir, 10);
+  config.train.grad_clip = 1e-3;
+  Trainer trainer(config, single_rank());
+  trainer.synchronize();
+  const auto stats = trainer.step({swissroll_points()}, 1);
+  double clipped = 0;
+  for (const auto& p : trainer.model().parameters()) clipped += p.grad().square().sum().item<double>();
+  EXPECT_GT(stats.grad_norm, 10 * config.train.grad_clip) << "the bound would not bite";
+  EXPECT_NEAR(std::sqrt(clipped), config.train.grad_clip, 1e-6);
+}
+
 TEST(Train, GlobalBatchMustDivideOverRanksAndMicroBatches) {
   test::TempDir dir;
   auto config = toy_config(dir, 10);
