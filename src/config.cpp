@@ -1,5 +1,6 @@
 #include "difftrain/config.h"
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -70,8 +71,11 @@ std::string text(const std::string& v) {
 std::string text(int64_t v) { return fmt::format("{}", v); }
 std::string text(double v) {
   std::string s = fmt::format("{}", v);
-  // YAML 1.2 core schema reads "1e-08" as a float only with a dot or an exponent sign.
-  if (s.find_first_of(".en") == std::string::npos) s += ".0";
+  // Always a dot, so that YAML 1.1 readers (PyYAML) also see a float: "1.0e-08", "10.0".
+  if (std::isfinite(v) && s.find('.') == std::string::npos) {
+    const auto e = s.find('e');
+    s.insert(e == std::string::npos ? s.size() : e, ".0");
+  }
   return s;
 }
 template <typename T>

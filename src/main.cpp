@@ -1,10 +1,5 @@
 // The `difftrain` command: parses arguments and calls the library. DESIGN.md's "Commands"
 // section is the contract.
-#include <unistd.h>
-
-#include <cstdio>
-#include <iostream>
-
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
@@ -84,7 +79,7 @@ int cmd_train(const std::vector<std::string>& args, const TrainOptions& options)
     comm = make_communicator(config.dist.backend, config.dist.timeout_s);
     trainer = std::make_unique<Trainer>(config, *comm, options);
   } catch (const std::exception& e) {
-    error = e.what();
+    error = one_line(e);
   }
   if (!comm) comm = make_communicator("mpi");
   const int rank = comm->rank(), world = comm->size();
@@ -109,7 +104,7 @@ int cmd_train(const std::vector<std::string>& args, const TrainOptions& options)
   } catch (const RankError& e) {
     report(e.what());
   } catch (const std::exception& e) {
-    report(world == 1 ? e.what() : fmt::format("rank {}: {}", rank, e.what()));
+    report(world == 1 ? one_line(e) : fmt::format("rank {}: {}", rank, one_line(e)));
     comm->abort(1);
   }
   return 1;
@@ -184,8 +179,8 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (*schedule) return cmd_schedule(schedule_args, schedule_steps);
-  } catch (const Error& e) {
-    report(e.what());
+  } catch (const std::exception& e) {  // difftrain::Error, and anything LibTorch throws
+    report(one_line(e));
     return 1;
   }
   return 0;

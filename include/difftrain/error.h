@@ -34,6 +34,10 @@ class PeerError : public Error {
   using Error::Error;
 };
 
+// The one line to show for any exception: LibTorch's errors carry a backtrace and several
+// lines; only the first line of the message is kept.
+std::string one_line(const std::exception& e);
+
 template <typename... Args>
 [[noreturn]] void fail(fmt::format_string<Args...> format, Args&&... args) {
   throw Error(fmt::format(format, std::forward<Args>(args)...));

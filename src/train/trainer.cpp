@@ -201,7 +201,7 @@ Trainer::StepStats Trainer::step(const std::vector<torch::Tensor>& micro_batches
     try {
       std::rethrow_exception(local_error);
     } catch (const std::exception& e) {
-      throw RankError(fmt::format("rank {}, step {}: {}", comm_.rank(), step_index, e.what()));
+      throw RankError(fmt::format("rank {}, step {}: {}", comm_.rank(), step_index, one_line(e)));
     }
   }
 
