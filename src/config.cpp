@@ -43,6 +43,7 @@ void read(const YAML::Node& n, const std::string& w, int64_t& out) {
 }
 void read(const YAML::Node& n, const std::string& w, double& out) {
   out = read_as<double>(n, w, "a number");
+  if (!std::isfinite(out)) fail("{}: expected a finite number, got {}", w, describe(n));
 }
 template <typename T>
 void read(const YAML::Node& n, const std::string& w, std::optional<T>& out) {
@@ -288,7 +289,8 @@ void resolve(Config& c) {
   require(c.dist.bucket_mb > 0, "dist.bucket_mb", fmt::format("must be > 0, got {}", c.dist.bucket_mb));
   require(c.dist.check_every >= 0, "dist.check_every",
           fmt::format("must be >= 0 (0 = off), got {}", c.dist.check_every));
-  require(c.dist.timeout_s > 0, "dist.timeout_s", fmt::format("must be > 0, got {}", c.dist.timeout_s));
+  require(c.dist.timeout_s >= 1 && c.dist.timeout_s <= 1e6, "dist.timeout_s",
+          fmt::format("must be in [1, 1e6] seconds, got {}", c.dist.timeout_s));
 
   require(c.sample.steps >= 1, "sample.steps", fmt::format("must be >= 1, got {}", c.sample.steps));
   require(c.sample.mu >= 0 && c.sample.mu < 1, "sample.mu", fmt::format("must be in [0, 1), got {}", c.sample.mu));

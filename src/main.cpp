@@ -83,11 +83,26 @@ int cmd_train(const std::vector<std::string>& args, const TrainOptions& options)
   }
   if (!comm) comm = make_communicator("mpi");
   const int rank = comm->rank(), world = comm->size();
-  auto failed = torch::tensor({static_cast<int64_t>(error.empty() ? 0 : world - rank)});
-  comm->allreduce_max(failed);
-  if (failed.item<int64_t>() > 0) {
-    if (world - failed.item<int64_t>() == rank) report(rank == 0 ? error : fmt::format("rank {}: {}", rank, error));
+  // One all-reduce (max) agrees on success and on what every rank sees: [lowest failing
+  // rank as world - rank, fingerprint, ~fingerprint] (max of ~x is ~min x).
+  const std::vector<int64_t> fp = trainer ? trainer->fingerprint() : std::vector<int64_t>{0, 0, 0};
+  auto agreed = torch::zeros({1 + 2 * static_cast<int64_t>(fp.size())}, torch::kInt64);
+  agreed[0] = error.empty() ? 0 : world - rank;
+  for (std::size_t i = 0; i < fp.size(); ++i) agreed[1 + i] = fp[i], agreed[1 + fp.size() + i] = ~fp[i];
+  comm->allreduce_max(agreed);
+  if (agreed[0].item<int64_t>() > 0) {
+    if (world - agreed[0].item<int64_t>() == rank) report(rank == 0 ? error : fmt::format("rank {}: {}", rank, error));
     return 1;
+  }
+  static const char* what[] = {"examples in the dataset", "values per example", "model parameters"};
+  for (std::size_t i = 0; i < fp.size(); ++i) {
+    const int64_t most = agreed[1 + i].item<int64_t>(), least = ~agreed[1 + fp.size() + i].item<int64_t>();
+    if (most != least) {
+      if (rank == 0)
+        report(fmt::format("the ranks disagree on the number of {} ({} to {}): every rank must read the same data",
+                           what[i], least, most));
+      return 1;
+    }
   }
   try {
     trainer->synchronize();
@@ -104,7 +119,12 @@ int cmd_train(const std::vector<std::string>& args, const TrainOptions& options)
   } catch (const RankError& e) {
     report(e.what());
   } catch (const std::exception& e) {
-    report(world == 1 ? one_line(e) : fmt::format("rank {}: {}", rank, one_line(e)));
+    if (world == 1) {
+      report(one_line(e));
+      return 1;
+    }
+    // Outside the paths that share failures: the other ranks may be inside a collective.
+    report(fmt::format("rank {}: {}", rank, one_line(e)));
     comm->abort(1);
   }
   return 1;
@@ -167,7 +187,14 @@ int main(int argc, char** argv) {
       "beta_start and beta_end (ddpm, ldm, sigmoid; cosine accepts and ignores them), max_beta (cosine). Prints {\"type\", \"sigmas\", \"sample_sigmas\"}\n"
       "with every float32 value in 9 significant digits.");
 
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::Success& e) {  // --help, --version
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    report(fmt::format("{} (see difftrain --help)", e.what()));
+    return 1;
+  }
   try {
     if (*prepare) return cmd_prepare(prepare_name, prepare_out, shards, from, prepare_dataset);
     if (*train) return cmd_train(train_args, train_options);

@@ -16,7 +16,13 @@ Handle& Handle::operator=(Handle&& o) noexcept {
   return *this;
 }
 
+std::recursive_mutex& library_mutex() {
+  static std::recursive_mutex mutex;
+  return mutex;
+}
+
 void Handle::reset() {
+  Lock lock(library_mutex());
   if (id_ >= 0 && closer_) closer_(id_);
   id_ = H5I_INVALID_HID;
 }
@@ -24,6 +30,7 @@ void Handle::reset() {
 void silence_errors() { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
 
 Handle open_file(const std::string& path) {
+  Lock lock(library_mutex());
   silence_errors();
   namespace fs = std::filesystem;
   std::error_code ec;
@@ -69,6 +76,7 @@ void write_one(hid_t file, const std::string& path, const std::string& name, con
 }  // namespace
 
 void write_datasets(const std::string& path, const std::vector<std::pair<std::string, torch::Tensor>>& datasets) {
+  Lock lock(library_mutex());
   silence_errors();
   write_atomically(path, [&](const std::string& tmp) {
     Handle file(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose);

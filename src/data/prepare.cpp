@@ -1,6 +1,11 @@
 #include "difftrain/data/prepare.h"
 
+#include <unistd.h>
+
+#include <filesystem>
+#include <functional>
 #include <optional>
+#include <regex>
 
 #include <fmt/format.h>
 
@@ -18,6 +23,36 @@ std::string shard_path(const std::string& out_dir, int64_t k) {
   return fmt::format("{}/shard-{:05d}.h5", out_dir, k);
 }
 
+// Writes the K shards into a scratch directory beside `out_dir`, then replaces whatever
+// shard-*.h5 files `out_dir` held with them: a failed prepare leaves the old shards, and a
+// smaller K never leaves stale shards behind to be read with the new ones.
+std::vector<std::string> publish_shards(const std::string& out_dir, int64_t shards,
+                                        const std::function<void(int64_t k, const std::string& path)>& write) {
+  namespace fs = std::filesystem;
+  const fs::path out = fs::absolute(out_dir).lexically_normal();
+  const fs::path scratch = out.parent_path() / fmt::format(".{}.tmp.{}", out.filename().string(), ::getpid());
+  fs::remove_all(scratch);
+  fs::create_directories(scratch);
+  std::vector<std::string> paths;
+  try {
+    for (int64_t k = 0; k < shards; ++k) write(k, shard_path(scratch.string(), k));
+    fs::create_directories(out);
+    static const std::regex shard_file(R"(shard-\d+\.h5)");
+    for (const auto& e : fs::directory_iterator(out))
+      if (std::regex_match(e.path().filename().string(), shard_file)) fs::remove(e.path());
+    for (int64_t k = 0; k < shards; ++k) {
+      paths.push_back(shard_path(out_dir, k));
+      fs::rename(shard_path(scratch.string(), k), paths.back());
+    }
+  } catch (...) {
+    std::error_code ec;
+    fs::remove_all(scratch, ec);
+    throw;
+  }
+  fs::remove_all(scratch);
+  return paths;
+}
+
 void check_shard_count(int64_t shards, int64_t examples) {
   if (shards < 1) fail("prepare: --shards must be >= 1, got {}", shards);
   if (shards > examples) fail("prepare: --shards {} is more than the {} examples", shards, examples);
@@ -28,15 +63,12 @@ void check_shard_count(int64_t shards, int64_t examples) {
 std::vector<std::string> write_shards(const std::string& out_dir, int64_t shards, const torch::Tensor& x,
                                       const torch::Tensor& y, const std::string& name) {
   check_shard_count(shards, x.size(0));
-  std::vector<std::string> paths;
-  for (int64_t k = 0; k < shards; ++k) {
+  return publish_shards(out_dir, shards, [&](int64_t k, const std::string& path) {
     const auto part = rank_share(x.size(0), static_cast<int>(k), static_cast<int>(shards));
     std::vector<std::pair<std::string, torch::Tensor>> datasets{{name, x.slice(0, part.begin, part.end)}};
     if (y.defined()) datasets.emplace_back("y", y.slice(0, part.begin, part.end));
-    paths.push_back(shard_path(out_dir, k));
-    h5::write_datasets(paths.back(), datasets);
-  }
-  return paths;
+    h5::write_datasets(path, datasets);
+  });
 }
 
 std::vector<std::string> prepare_swissroll(const std::string& out_dir, int64_t shards) {
@@ -58,16 +90,19 @@ std::vector<std::string> prepare_reshard(const std::vector<std::string>& inputs,
   }
   if (y && y->size() != x.size()) fail("{}: 'y' has {} rows but '{}' has {}", spec, y->size(), name, x.size());
   check_shard_count(shards, x.size());
+  // Writing over the inputs would destroy rows before they are read.
+  namespace fs = std::filesystem;
+  const auto out = fs::weakly_canonical(out_dir);
+  for (const auto& shard : x.shards())
+    if (fs::weakly_canonical(shard.path).parent_path() == out)
+      fail("prepare reshard: --out {} holds the input {}; write the shards to another directory", out_dir, shard.path);
   // One output shard in memory at a time.
-  std::vector<std::string> paths;
-  for (int64_t k = 0; k < shards; ++k) {
+  return publish_shards(out_dir, shards, [&](int64_t k, const std::string& path) {
     const auto part = rank_share(x.size(), static_cast<int>(k), static_cast<int>(shards));
     std::vector<std::pair<std::string, torch::Tensor>> datasets{{name, x.read_stored(part.begin, part.size())}};
     if (y) datasets.emplace_back("y", y->read_stored(part.begin, part.size()));
-    paths.push_back(shard_path(out_dir, k));
-    h5::write_datasets(paths.back(), datasets);
-  }
-  return paths;
+    h5::write_datasets(path, datasets);
+  });
 }
 
 }  // namespace difftrain

@@ -96,6 +96,7 @@ std::vector<std::string> expand_shard_spec(const std::string& spec) {
 }
 
 ShardedDataset ShardedDataset::open(const std::string& spec, const std::string& dataset) {
+  h5::Lock lock(h5::library_mutex());
   ShardedDataset d;
   d.dataset_ = dataset;
   bool first = true;
@@ -142,6 +143,7 @@ torch::Tensor ShardedDataset::read_stored(int64_t first, int64_t count) {
 }
 
 torch::Tensor ShardedDataset::gather(const std::vector<int64_t>& indices) {
+  h5::Lock lock(h5::library_mutex());
   const int64_t n = static_cast<int64_t>(indices.size());
   std::vector<int64_t> out_shape{n};
   out_shape.insert(out_shape.end(), sample_shape_.begin(), sample_shape_.end());

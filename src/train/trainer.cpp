@@ -4,6 +4,7 @@
 #include <cmath>
 #include <filesystem>
 #include <regex>
+#include <utility>
 
 #include "difftrain/atomic_file.h"
 #include "difftrain/error.h"
@@ -64,6 +65,7 @@ Trainer::Trainer(Config config, Communicator& comm, TrainOptions options)
 
   dataset_ = ShardedDataset::open(config_.data.path, config_.data.dataset);
   sample_shape_ = dataset_->sample_shape();
+  dataset_size_ = dataset_->size();
   if (dataset_->stored_dtype() == torch::kInt64)
     fail("{}: dataset '{}' holds int64 values (labels?); training data must be float32 or uint8", config_.data.path,
          config_.data.dataset);
@@ -85,6 +87,13 @@ Trainer::Trainer(Config config, Communicator& comm, TrainOptions options)
 
 Trainer::~Trainer() = default;
 
+std::vector<int64_t> Trainer::fingerprint() const {
+  int64_t values = 1, params = 0;
+  for (auto d : sample_shape_) values *= d;
+  for (const auto& p : model_->parameters()) params += p.numel();
+  return {dataset_size_, values, params};
+}
+
 void Trainer::load_resume_checkpoint() {
   if (options_.fresh) return;
   std::string path = options_.resume;
@@ -96,6 +105,9 @@ void Trainer::load_resume_checkpoint() {
   }
   Checkpoint c = load_checkpoint(path);
   check_compatible(c, config_, sample_shape_, path);
+  if (c.step > config_.train.steps)
+    fail("{}: is at step {}, beyond train.steps={}; raise train.steps to train longer, or use --fresh", path, c.step,
+         config_.train.steps);
   load_state_dict(*model_, c.model, path + " (model)");
   load_state_dict(ema_->model(), c.ema, path + " (ema)");
   load_optimizer_state(*optimizer_, c.optimizer);
@@ -108,11 +120,27 @@ void Trainer::load_resume_checkpoint() {
 }
 
 void Trainer::synchronize() {
-  auto header = torch::zeros({2}, torch::kInt64);
-  if (resumed_) header[0] = resumed_->step, header[1] = resumed_->skipped_steps;
+  std::string failure;
+  if (comm_.rank() == 0) {
+    try {
+      prepare_run_dir();
+      metrics_ = std::make_unique<MetricsLog>(config_.run_dir);
+    } catch (const std::exception& e) {
+      failure = one_line(e);
+    }
+  }
+  // [rank 0 failed, start step, skipped steps, data position]
+  auto header = torch::zeros({4}, torch::kInt64);
+  header[0] = failure.empty() ? 0 : 1;
+  if (resumed_) header[1] = resumed_->step, header[2] = resumed_->skipped_steps, header[3] = resumed_->data_position;
   comm_.broadcast(header, 0);
-  start_step_ = header[0].item<int64_t>();
-  skipped_ = header[1].item<int64_t>();
+  if (header[0].item<int64_t>() != 0) {
+    if (comm_.rank() == 0) throw RankError(failure);
+    throw PeerError("rank 0 failed to set up the run directory");
+  }
+  start_step_ = header[1].item<int64_t>();
+  skipped_ = header[2].item<int64_t>();
+  start_position_ = header[3].item<int64_t>();
   resumed_.reset();
   {
     torch::NoGradGuard no_grad;
@@ -123,6 +151,18 @@ void Trainer::synchronize() {
   }
   broadcast_optimizer_state(*optimizer_, comm_);
   ema_->set_updates(start_step_ - skipped_);
+}
+
+void Trainer::agree(std::exception_ptr failure, int64_t step) {
+  auto flag = torch::tensor({static_cast<int64_t>(failure ? 1 : 0)}).to(comm_.device());
+  comm_.allreduce_max(flag);
+  if (flag.item<int64_t>() == 0) return;
+  if (!failure) throw PeerError(fmt::format("step {}: another rank failed", step));
+  try {
+    std::rethrow_exception(failure);
+  } catch (const std::exception& e) {
+    throw RankError(fmt::format("rank {}, step {}: {}", comm_.rank(), step, one_line(e)));
+  }
 }
 
 void Trainer::prepare_run_dir() {
@@ -147,14 +187,14 @@ void Trainer::save(int64_t step) {
   c.ema = state_dict(ema_->model());
   c.optimizer = optimizer_state(*optimizer_);
   c.world_size = comm_.size();
-  c.data_position = step * config_.train.grad_accum * per_rank_batch_;
+  c.data_position = loader_ ? loader_->position() : start_position_;
   c.seed = config_.seed;
   c.skipped_steps = skipped_;
   save_checkpoint(checkpoint_path(config_.run_dir, step), c);
   save_checkpoint(latest_checkpoint_path(config_.run_dir), c);
 
   if (config_.train.keep_checkpoints == 0) return;
-  static const std::regex step_file(R"(step-\d{7}\.pt)");
+  static const std::regex step_file(R"(step-\d+\.pt)");
   std::vector<fs::path> steps;
   for (const auto& entry : fs::directory_iterator(fs::path(config_.run_dir) / "checkpoints"))
     if (std::regex_match(entry.path().filename().string(), step_file)) steps.push_back(entry.path());
@@ -259,46 +299,53 @@ void Trainer::check_parameters_in_sync() {
 TrainResult Trainer::run() {
   const auto& t = config_.train;
   const bool leader = comm_.rank() == 0;
-  std::unique_ptr<MetricsLog> metrics;
   Progress progress;
-  if (leader) {
-    prepare_run_dir();
-    metrics = std::make_unique<MetricsLog>(config_.run_dir);
-  }
   if (!loader_) {
     const auto share = rank_share(dataset_->size(), comm_.rank(), comm_.size());
     loader_ = std::make_unique<BatchLoader>(std::move(*dataset_), share, per_rank_batch_, config_.seed, comm_.rank(),
-                                            start_step_ * t.grad_accum * per_rank_batch_);
+                                            start_position_);
     dataset_.reset();
   }
   TrainResult result;
   result.start_step = start_step_;
   result.final_step = start_step_;
   double window_loss = 0;
-  int64_t window_steps = 0;
+  int64_t window_steps = 0, last_logged = start_step_, last_saved = start_step_;
   StepTimes window_times;
   auto window_start = Clock::now();
-  int64_t last_saved = start_step_;
+  // A failure of this rank's own between steps (rank 0 writing a checkpoint or metrics):
+  // it rides in the next step's all-reduce, or in the agreement that ends the run.
+  std::exception_ptr pending;
   for (int64_t s = start_step_ + 1; s <= t.steps; ++s) {
     auto t0 = Clock::now();
     std::vector<torch::Tensor> micro;
-    std::exception_ptr data_error;
-    try {
-      for (int64_t m = 0; m < t.grad_accum; ++m) micro.push_back(loader_->next());
-    } catch (...) {
-      data_error = std::current_exception();
+    std::exception_ptr local_error = std::exchange(pending, nullptr);
+    if (!local_error) {
+      try {
+        for (int64_t m = 0; m < t.grad_accum; ++m) micro.push_back(loader_->next());
+      } catch (...) {
+        local_error = std::current_exception();
+      }
     }
     const double data_time = seconds_since(t0);
-    auto stats = step(micro, s, data_error);
+    auto stats = step(micro, s, local_error);
     stats.times.data = data_time;
     window_times += stats.times;
     if (!stats.skipped) window_loss += stats.loss, ++window_steps;
     result.final_step = s;
+    const bool stopping = stats.stop && s < t.steps;
 
     if (config_.dist.check_every > 0 && s % config_.dist.check_every == 0) check_parameters_in_sync();
-    if (s % t.checkpoint_every == 0 || s == t.steps || stats.stop) save(s), last_saved = s;
-    if (s % t.log_every == 0 || s == t.steps || stats.stop) {
-      const int64_t in_window = std::max<int64_t>(1, (s - start_step_ - 1) % t.log_every + 1);
+    if (s % t.checkpoint_every == 0 || s == t.steps || stopping) {
+      try {
+        save(s);
+        last_saved = s;
+      } catch (...) {
+        pending = std::current_exception();
+      }
+    }
+    if (s % t.log_every == 0 || s == t.steps || stopping) {
+      const auto in_window = static_cast<double>(s - last_logged);
       LogRecord record;
       record.step = s, record.total_steps = t.steps;
       record.loss = window_steps ? window_loss / window_steps : NAN;
@@ -308,19 +355,36 @@ TrainResult Trainer::run() {
       record.skipped = skipped_;
       record.times = window_times;
       for (double* v : {&record.times.data, &record.times.compute, &record.times.sync, &record.times.optim})
-        *v /= static_cast<double>(in_window);
-      if (leader) metrics->write(record), progress.update(record);
+        *v /= in_window;
+      if (leader) {
+        try {
+          metrics_->write(record);
+        } catch (...) {
+          if (!pending) pending = std::current_exception();
+        }
+        progress.update(record);
+      }
       result.last_loss = record.loss;
+      last_logged = s;
       window_loss = 0, window_steps = 0, window_times = StepTimes{}, window_start = Clock::now();
     }
-    if (stats.stop) {
+    if (stopping) {
       result.preempted = true;
       break;
     }
   }
   if (leader) progress.finish();
-  // A run resumed at (or past) its last step still leaves a checkpoint of that step.
-  if (last_saved != result.final_step || !fs::exists(latest_checkpoint_path(config_.run_dir))) save(result.final_step);
+  // A run resumed at its last step, or from a --resume file elsewhere, still leaves its
+  // checkpoint here.
+  if (!pending && (last_saved != result.final_step || !fs::exists(latest_checkpoint_path(config_.run_dir)))) {
+    try {
+      save(result.final_step);
+    } catch (...) {
+      pending = std::current_exception();
+    }
+  }
+  // No rank leaves before rank 0's last checkpoint is written, and all learn if it failed.
+  agree(pending, result.final_step);
   result.skipped_steps = skipped_;
   return result;
 }

@@ -110,6 +110,28 @@ bad "unsupported dtype" "float64" train "$config" run_dir=badrun data.path=bad/f
 bad "missing checkpoint" "nope.pt" train "$config" run_dir=badrun --resume bad/nope.pt
 bad "truncated checkpoint" "truncated.pt" train "$config" run_dir=badrun --resume bad/truncated.pt
 bad "incompatible checkpoint" "model.hidden_dims" train "$config" run_dir=badrun --resume bad/other_model.pt
+# rank 0 alone fails after the set-up agreement (its run directory cannot be made): the
+# failure is shared, every rank exits 1 with one line and no abort.
+mkdir -p blocked && : >blocked/checkpoints
+for ranks in 1 2; do
+  if [[ $ranks -eq 1 ]]; then "$difftrain" train "$config" run_dir=blocked >out.txt 2>err.txt; rc=$?
+  else mpi -n 2 "$difftrain" train "$config" run_dir=blocked >out.txt 2>err.txt; rc=$?; fi
+  check "run directory blocked ($ranks rank): non-zero exit" test "$rc" -ne 0
+  check "run directory blocked ($ranks rank): one line, no abort" one_error_line err.txt "blocked/checkpoints"
+done
+# ranks that read different data (MPMD: each rank its own data.path) are stopped before
+# training, by name of what differs.
+$py -c "import h5py, numpy as np; h5py.File('bad/fewer.h5', 'w')['x'] = np.zeros((60, 2), np.float32)"
+"$mpirun_bin" --allow-run-as-root --oversubscribe -n 1 "$difftrain" train "$config" run_dir=badrun \
+  : -n 1 "$difftrain" train "$config" run_dir=badrun data.path=bad/fewer.h5 >out.txt 2>err.txt; rc=$?
+check "ranks reading different data: non-zero exit" test "$rc" -ne 0
+check "ranks reading different data: one line" one_error_line err.txt "disagree on the number of examples"
+# Usage errors of the command line: one line, status 1 (help stays 0).
+"$difftrain" sample --out x.h5 >out.txt 2>err.txt; rc=$?
+check "usage error: status 1 and one line" bash -c "test $rc -eq 1 && grep -q 'difftrain: error:.*checkpoint' err.txt && test \$(wc -l <err.txt) -eq 1"
+"$difftrain" sample --help >/dev/null 2>&1
+check "help: status 0" test $? -eq 0
+
 # NaN in the data surfaces when its row is read, during training: one line naming the
 # file and row, every rank exits non-zero, only the run's config and metrics exist.
 for ranks in 1 2; do

@@ -42,10 +42,10 @@ std::vector<torch::Tensor> train(const Config& config, TrainResult* result = nul
 TEST(Faults, ResumeOnSameWorldIsBitwise) {
   SharedDir dir;
   const auto straight = train(config_for(dir, "straight", 40));
-  train(config_for(dir, "split", 20));
+  train(config_for(dir, "split", 23));  // mid-epoch: a rank's share of 100 is 5 steps or fewer
   TrainResult second;
   const auto resumed = train(config_for(dir, "split", 40), &second);
-  EXPECT_EQ(second.start_step, 20);
+  EXPECT_EQ(second.start_step, 23);
   ASSERT_EQ(resumed.size(), straight.size());
   for (std::size_t i = 0; i < resumed.size(); ++i) EXPECT_TRUE(torch::equal(resumed[i], straight[i])) << "tensor " << i;
 }

@@ -319,6 +319,10 @@ TEST(ConfigErrors, OutOfRangeValues) {
   };
   const std::vector<Case> cases{
       {{"schedule.sigma_min=10"}, "schedule.sigma_min"},  // == sigma_max
+      {{"train.lr=.inf"}, "train.lr"},                    // not finite: would not survive the round trip
+      {{"train.grad_clip=.nan"}, "train.grad_clip"},
+      {{"dist.timeout_s=1e10"}, "dist.timeout_s"},        // would overflow the watchdog's clock
+      {{"dist.timeout_s=0.5"}, "dist.timeout_s"},
       {{"schedule.sigma_min=20"}, "schedule.sigma_min"},
       {{"schedule.sigma_max=0.001"}, "schedule.sigma_max"},
       {{"schedule.sigma_min=0"}, "schedule.sigma_min"},

@@ -262,6 +262,30 @@ TEST(PrepareReshard, ErrorsNameTheProblem) {
     EXPECT_TRUE(!fs::exists(dir / sub) || fs::is_empty(dir / sub)) << sub;
 }
 
+TEST(PrepareReshard, RefusesToWriteOverItsInputs) {
+  TempDir dir;
+  difftrain::prepare_swissroll(dir / "d", 2);
+  const auto before = difftrain::ShardedDataset::open(dir / "d").read_stored(0, 100);
+  EXPECT_MENTIONS(error_of([&] { difftrain::prepare_reshard({dir / "d"}, dir / "d", 4); }), "holds the input");
+  // The inputs are intact.
+  auto after = difftrain::ShardedDataset::open(dir / "d");
+  EXPECT_EQ(after.shards().size(), 2u);
+  EXPECT_TRUE(torch::equal(after.read_stored(0, 100), before));
+}
+
+TEST(PrepareSwissroll, FewerShardsReplaceMoreAndLeaveNoStaleOnes) {
+  TempDir dir;
+  difftrain::prepare_swissroll(dir / "d", 4);
+  difftrain::prepare_swissroll(dir / "d", 2);
+  auto d = difftrain::ShardedDataset::open(dir / "d");
+  EXPECT_EQ(d.shards().size(), 2u);
+  EXPECT_EQ(d.size(), 100);
+  // Nothing else is left beside the output (no scratch directory).
+  int entries = 0;
+  for (const auto& e : fs::directory_iterator(dir.path())) (void)e, ++entries;
+  EXPECT_EQ(entries, 1);
+}
+
 // ---------------------------------------------------------------- atomic files
 
 TEST(AtomicFile, AThrowingWriterLeavesThePreviousFileAndNoTemporary) {

@@ -59,13 +59,19 @@ void expect_bitwise_equal(const torch::OrderedDict<std::string, torch::Tensor>& 
   for (const auto& item : a) EXPECT_TRUE(torch::equal(item.value(), b[item.key()])) << what << " " << item.key();
 }
 
-TEST(Resume, HundredPlusHundredEqualsTwoHundredBitwise) {
+// Split mid-epoch (103 steps of 20 = 20.6 epochs of 100 examples), with gradient
+// accumulation and with non-finite steps skipped before the split, so that the data
+// position, the micro-batch streams and the EMA update count all have to be restored.
+class ResumeBitwise : public ::testing::TestWithParam<std::vector<std::string>> {};
+
+TEST_P(ResumeBitwise, SplitRunEqualsUninterrupted) {
   test::TempDir dir;
-  const auto straight = train(config_for(dir, "straight", 200));
-  const auto first = train(config_for(dir, "split", 100));
-  EXPECT_EQ(first.result.final_step, 100);
-  const auto second = train(config_for(dir, "split", 200));  // raising train.steps is compatible
-  EXPECT_EQ(second.result.start_step, 100);
+  const auto& extra = GetParam();
+  const auto straight = train(config_for(dir, "straight", 200, extra));
+  const auto first = train(config_for(dir, "split", 103, extra));
+  EXPECT_EQ(first.result.final_step, 103);
+  const auto second = train(config_for(dir, "split", 200, extra));  // raising train.steps is compatible
+  EXPECT_EQ(second.result.start_step, 103);
   EXPECT_EQ(second.result.final_step, 200);
   expect_bitwise_equal(second.model, straight.model, "model");
   expect_bitwise_equal(second.ema, straight.ema, "ema");
@@ -77,9 +83,47 @@ TEST(Resume, HundredPlusHundredEqualsTwoHundredBitwise) {
     EXPECT_TRUE(torch::equal(x.at("exp_avg").toTensor(), y.at("exp_avg").toTensor()));
     EXPECT_TRUE(torch::equal(x.at("exp_avg_sq").toTensor(), y.at("exp_avg_sq").toTensor()));
   }
-  // Metrics continue in the same file: 4 logged windows, then 4 more.
+  // Metrics continue in the same file: logs at 25, 50, 75, 100, 103, then 125 ... 200.
   std::ifstream in(dir / "split/metrics.jsonl");
-  EXPECT_EQ(std::count(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>(), '\n'), 8);
+  EXPECT_EQ(std::count(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>(), '\n'), 9);
+}
+
+INSTANTIATE_TEST_SUITE_P(Resume, ResumeBitwise,
+                         ::testing::Values(std::vector<std::string>{},
+                                           std::vector<std::string>{"train.grad_accum=2"}));
+
+TEST(Resume, SkippedStepsAreRestoredForTheEma) {
+  // The EMA has seen one update per step that was not skipped; a resume must continue the
+  // ramp from there, not from the step number.
+  test::TempDir dir;
+  train(config_for(dir, "run", 10));
+  const std::string latest = dir / "run/checkpoints/latest.pt";
+  auto c = load_checkpoint(latest);
+  c.skipped_steps = 3;
+  save_checkpoint(latest, c);
+  Trainer resumed(config_for(dir, "run", 20), single_rank());
+  resumed.synchronize();
+  EXPECT_EQ(resumed.start_step(), 10);
+  EXPECT_EQ(resumed.ema().updates(), 7);
+}
+
+TEST(Resume, DataPositionIsRestoredNotRecomputed) {
+  // 10 steps of 20 examples consume 200; resumed with batches of 10, the run continues at
+  // example 200 of the share, so 5 more steps end at 250 (recomputing from the step with
+  // the new batch size would say 150).
+  test::TempDir dir;
+  train(config_for(dir, "run", 10));
+  EXPECT_EQ(load_checkpoint(dir / "run/checkpoints/latest.pt").data_position, 200);
+  train(config_for(dir, "run", 15, {"train.batch_size=10"}));
+  EXPECT_EQ(load_checkpoint(dir / "run/checkpoints/latest.pt").data_position, 250);
+}
+
+TEST(Resume, StepsBelowTheCheckpointAreAnError) {
+  test::TempDir dir;
+  train(config_for(dir, "run", 30));
+  const auto message = test::error_of([&] { Trainer t(config_for(dir, "run", 20), single_rank()); });
+  EXPECT_MENTIONS(message, "step 30");
+  EXPECT_MENTIONS(message, "train.steps=20");
 }
 
 TEST(Resume, ExplicitCheckpointAndFresh) {

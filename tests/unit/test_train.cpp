@@ -10,6 +10,7 @@
 #include "difftrain/data/swissroll.h"
 #include "difftrain/dist/communicator.h"
 #include "difftrain/error.h"
+#include "difftrain/models/registry.h"
 #include "difftrain/sample.h"
 #include "difftrain/train/checkpoint.h"
 #include "difftrain/train/optimizer.h"
@@ -148,6 +149,28 @@ TEST(Train, GlobalBatchMustDivideOverRanksAndMicroBatches) {
     EXPECT_NE(std::string(e.what()).find("train.batch_size"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("100"), std::string::npos) << e.what();
   }
+}
+
+TEST(Ema, RampsUpThenHoldsTheDecay) {
+  torch::manual_seed(0);
+  auto model = make_model(ModelConfig{}, {2});
+  Ema ema(make_model(ModelConfig{}, {2}), *model, 0.999);
+  auto w = model->parameters()[0];
+  const auto w0 = w.detach().clone();
+  {
+    torch::NoGradGuard no_grad;
+    w.add_(1.0);
+  }
+  auto shadow = [&] { return ema.model().parameters()[0].detach().clone(); };
+  ema.update(*model);  // d = min(0.999, 1/10): the average moves 90% of the way
+  EXPECT_TRUE(torch::allclose(shadow(), w0 + 0.9, 1e-6, 1e-6));
+  ema.update(*model);  // d = 2/11
+  EXPECT_TRUE(torch::allclose(shadow(), w0 + 0.9 + (1 - 2.0 / 11) * 0.1, 1e-6, 1e-6));
+  ema.set_updates(100000);  // ramp done: d = 0.999
+  const auto before = shadow();
+  ema.update(*model);
+  EXPECT_TRUE(torch::allclose(shadow(), before + 0.001 * (w0 + 1 - before), 1e-6, 1e-7));
+  EXPECT_EQ(ema.updates(), 100001);
 }
 
 TEST(Train, WarmupRampsTheLearningRate) {

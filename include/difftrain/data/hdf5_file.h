@@ -3,6 +3,7 @@
 // writes that land atomically (temporary file, fsync, rename).
 #include <hdf5.h>
 
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -32,6 +33,11 @@ class Handle {
 
 // HDF5 prints its error stack to stderr by default; we report our own one-line errors.
 void silence_errors();
+
+// Held around every HDF5 call: a cluster's HDF5 may be built without thread safety, and
+// the batch loader reads on its own thread. Recursive, so nested helpers may take it too.
+std::recursive_mutex& library_mutex();
+using Lock = std::lock_guard<std::recursive_mutex>;
 
 // Opens `path` read-only; an error names the file and whether it is missing or not HDF5.
 Handle open_file(const std::string& path);

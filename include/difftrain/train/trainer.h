@@ -41,8 +41,9 @@ class Trainer {
   Trainer(Config config, Communicator& comm, TrainOptions options = {});
   ~Trainer();
 
-  // The one collective of the set-up: the starting step, the weights (model and EMA) and
-  // the optimizer state go from rank 0 to every rank.
+  // The collective part of the set-up: rank 0 prepares the run directory, then the
+  // starting step and data position, the weights (model and EMA) and the optimizer state go
+  // from rank 0 to every rank. A failure on rank 0 ends every rank together.
   void synchronize();
 
   // Trains from the starting step to config.train.steps (or until a stop signal).
@@ -65,6 +66,9 @@ class Trainer {
   torch::optim::Optimizer& optimizer() { return *optimizer_; }
   const Schedule& schedule() const { return schedule_; }
   int64_t start_step() const { return start_step_; }
+  // What every rank must agree on before training: {examples in the dataset, values per
+  // example, model parameters}. Ranks that read different copies of the data differ here.
+  std::vector<int64_t> fingerprint() const;
   int64_t per_rank_batch() const { return per_rank_batch_; }
 
   // Cross-rank comparison of a checksum of every parameter; throws AgreedError naming the
@@ -78,6 +82,7 @@ class Trainer {
   Schedule schedule_;
   Parameterization parameterization_;
   std::vector<int64_t> sample_shape_;
+  int64_t dataset_size_ = 0;
   std::optional<ShardedDataset> dataset_;  // moved into the loader when run() starts
   std::shared_ptr<Denoiser> model_;
   std::unique_ptr<Ema> ema_;
@@ -85,14 +90,19 @@ class Trainer {
   std::unique_ptr<GradBuckets> buckets_;
   std::unique_ptr<BatchLoader> loader_;
   std::optional<Checkpoint> resumed_;  // rank 0 only, until synchronize()
+  std::unique_ptr<MetricsLog> metrics_;  // rank 0 only
   int64_t per_rank_batch_ = 0;         // per micro-batch
   int64_t start_step_ = 0;
+  int64_t start_position_ = 0;  // examples of its share each rank had consumed at start_step_
   int64_t skipped_ = 0;
   int64_t consecutive_bad_ = 0;
 
   void load_resume_checkpoint();
   void prepare_run_dir();
   void save(int64_t step);
+  // Every rank learns whether any rank holds a failure (a checkpoint it could not write);
+  // throws RankError on the failing rank, PeerError on the others.
+  void agree(std::exception_ptr failure, int64_t step);
 };
 
 }  // namespace difftrain

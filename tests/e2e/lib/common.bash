@@ -18,8 +18,12 @@ finish() {
   [[ $failures -eq 0 ]]
 }
 mpi() { "$mpirun_bin" --allow-run-as-root --oversubscribe --bind-to none -x OMP_NUM_THREADS=1 -x OPENBLAS_NUM_THREADS=1 "$@"; }
-# one_error_line FILE TEXT: exactly one "difftrain: error:" line in FILE, and it holds TEXT
-one_error_line() { [[ $(grep -c 'difftrain: error:' "$1") -eq 1 ]] && grep 'difftrain: error:' "$1" | grep -q -- "$2"; }
+# one_error_line FILE TEXT: exactly one "difftrain: error:" line in FILE, holding TEXT, and
+# no MPI_Abort banner (an abort means a rank could not share its failure)
+one_error_line() {
+  [[ $(grep -c 'difftrain: error:' "$1") -eq 1 ]] && grep 'difftrain: error:' "$1" | grep -q -- "$2" &&
+    ! grep -q 'MPI_ABORT' "$1"
+}
 checkpoint_step() { $py -c "import torch,sys; print(torch.load(sys.argv[1])['step'])" "$1"; }
 loads() { "$difftrain" sample --checkpoint "$1" --out "$work/probe.h5" --n 4 --steps 2 >/dev/null 2>&1; }
 wait_for() {  # wait_for SECONDS COMMAND...: polls until COMMAND succeeds
