@@ -18,7 +18,7 @@ packages=(
   libopenmpi-dev openmpi-bin
   libhdf5-dev
   libyaml-cpp-dev libcli11-dev libfmt-dev libstb-dev
-  libgtest-dev
+  libgtest-dev libgmock-dev
   python3-torch python3-h5py python3-numpy   # the tests' PyTorch/h5py parity checks and the baseline
 )
 

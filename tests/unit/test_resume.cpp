@@ -90,7 +90,8 @@ TEST_P(ResumeBitwise, SplitRunEqualsUninterrupted) {
 
 INSTANTIATE_TEST_SUITE_P(Resume, ResumeBitwise,
                          ::testing::Values(std::vector<std::string>{},
-                                           std::vector<std::string>{"train.grad_accum=2"}));
+                                           std::vector<std::string>{"train.grad_accum=2"}),
+                         [](const auto& info) { return info.param.empty() ? "Plain" : "GradAccum2"; });
 
 TEST(Resume, SkippedStepsAreRestoredForTheEma) {
   // The EMA has seen one update per step that was not skipped; a resume must continue the
