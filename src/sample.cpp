@@ -38,21 +38,20 @@ torch::Tensor run_sample(const SampleOptions& o) {
   };
   const auto samples = sample(eps_hat, schedule.sample_sigmas(steps), params, shape, gen);
 
+  const bool points = samples.dim() == 2 && samples.size(1) == 2, images = samples.dim() == 4;
+  if (!o.png.empty() && !points && !images)  // before anything is written
+    fail("sample: --png draws 2-d points or images; these samples have shape {}", samples.sizes());
   h5::write_datasets(o.out, {{"samples", samples}});
-  if (!o.png.empty()) {
-    if (samples.dim() == 2 && samples.size(1) == 2) {
-      torch::Tensor data;
-      try {  // the training data underneath, when it is still where the config says
-        auto dataset = ShardedDataset::open(config.data.path, config.data.dataset);
-        data = dataset.read_stored(0, std::min<int64_t>(dataset.size(), 100000)).to(torch::kFloat32);
-      } catch (const Error&) {
-      }
-      write_scatter_png(o.png, samples, data);
-    } else if (samples.dim() == 4) {
-      write_image_grid_png(o.png, samples.narrow(0, 0, std::min<int64_t>(n, 256)));
-    } else {
-      fail("sample: --png draws 2-d points or images; these samples have shape {}", samples.sizes());
+  if (!o.png.empty() && points) {
+    torch::Tensor data;
+    try {  // the training data underneath, when it is still where the config says
+      auto dataset = ShardedDataset::open(config.data.path, config.data.dataset);
+      data = dataset.read_stored(0, std::min<int64_t>(dataset.size(), 100000)).to(torch::kFloat32);
+    } catch (const Error&) {
     }
+    write_scatter_png(o.png, samples, data);
+  } else if (!o.png.empty()) {
+    write_image_grid_png(o.png, samples.narrow(0, 0, std::min<int64_t>(n, 256)));
   }
   return samples;
 }

@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <regex>
 #include <utility>
 
@@ -173,7 +174,20 @@ void Trainer::prepare_run_dir() {
     const bool stale_temp = name.rfind('.', 0) == 0 && name.find(".tmp.") != std::string::npos;
     if (stale_temp || (options_.fresh && entry.path().extension() == ".pt")) fs::remove(entry.path());
   }
-  if (options_.fresh) fs::remove(run / "metrics.jsonl");
+  const fs::path metrics = run / "metrics.jsonl";
+  if (options_.fresh || !resumed_) {
+    fs::remove(metrics);
+  } else if (fs::exists(metrics)) {
+    // Resuming from an older checkpoint: the records after it describe steps that will be
+    // trained again, so they go.
+    std::ifstream in(metrics);
+    std::string kept, line;
+    while (std::getline(in, line)) {
+      const auto at = line.find("\"step\": ");
+      if (at != std::string::npos && std::stoll(line.substr(at + 8)) <= resumed_->step) kept += line + "\n";
+    }
+    write_file_atomically(metrics.string(), kept);
+  }
   write_file_atomically((run / "config.yaml").string(), to_yaml(config_));
 }
 

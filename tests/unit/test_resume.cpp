@@ -108,6 +108,18 @@ TEST(Resume, SkippedStepsAreRestoredForTheEma) {
   EXPECT_EQ(resumed.ema().updates(), 7);
 }
 
+TEST(Resume, MetricsFromAfterAnOlderCheckpointAreDropped) {
+  test::TempDir dir;
+  train(config_for(dir, "run", 75, {"train.keep_checkpoints=0"}));  // logs at 25, 50, 75
+  TrainOptions older;
+  older.resume = dir / "run/checkpoints/step-0000025.pt";
+  train(config_for(dir, "run", 60), older);  // logs at 50, 60
+  std::ifstream in(dir / "run/metrics.jsonl");
+  std::vector<int64_t> steps;
+  for (std::string line; std::getline(in, line);) steps.push_back(std::stoll(line.substr(line.find("\"step\": ") + 8)));
+  EXPECT_EQ(steps, (std::vector<int64_t>{25, 50, 60}));
+}
+
 TEST(Resume, DataPositionIsRestoredNotRecomputed) {
   // 10 steps of 20 examples consume 200; resumed with batches of 10, the run continues at
   // example 200 of the share, so 5 more steps end at 250 (recomputing from the step with
