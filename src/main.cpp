@@ -111,7 +111,10 @@ int cmd_train(const std::vector<std::string>& args, const TrainOptions& options)
       fmt::print(stderr, "difftrain: stopped by a signal at step {}; checkpoint written, run again to resume\n",
                  result.final_step);
     else if (rank == 0)
-      fmt::print("trained to step {} ({} steps skipped as non-finite)\n", result.final_step, result.skipped_steps);
+      fmt::print("trained to step {}{}; {} steps skipped as non-finite\n", result.final_step,
+                 result.final_step > result.start_step ? fmt::format(", loss {:.4f} over the last window", result.last_loss)
+                                                       : std::string(" (nothing left to train)"),
+                 result.skipped_steps);
     return result.preempted ? kExitPreempted : 0;
   } catch (const AgreedError& e) {
     if (rank == 0) report(e.what());

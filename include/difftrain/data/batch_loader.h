@@ -33,7 +33,6 @@ class BatchLoader {
   // Examples consumed through next() so far (including start_position).
   int64_t position() const { return position_; }
   int64_t bytes_read() const;  // by the reader thread, so far
-  const ShardedDataset& dataset() const { return dataset_; }
 
   // The global indices of the batch that starts at `position` (pure: no I/O).
   std::vector<int64_t> batch_indices(int64_t position) const;

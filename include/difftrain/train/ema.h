@@ -19,8 +19,6 @@ class Ema {
   int64_t updates() const { return updates_; }
   void set_updates(int64_t updates) { updates_ = updates; }
   Denoiser& model() { return *shadow_; }
-  std::shared_ptr<Denoiser> shared_model() const { return shadow_; }
-  double decay() const { return decay_; }
 
  private:
   std::shared_ptr<Denoiser> shadow_;
