@@ -65,7 +65,9 @@ void load_state_dict(torch::nn::Module& module, const torch::OrderedDict<std::st
   }
 }
 
-void save_checkpoint(const std::string& path, const Checkpoint& c) {
+void save_checkpoint(const std::string& path, const Checkpoint& c) { save_checkpoint(std::vector<std::string>{path}, c); }
+
+void save_checkpoint(const std::vector<std::string>& paths, const Checkpoint& c) {
   c10::impl::GenericDict d(c10::StringType::get(), c10::AnyType::get());
   d.insert("model", to_dict(c.model));
   d.insert("ema", to_dict(c.ema));
@@ -82,7 +84,8 @@ void save_checkpoint(const std::string& path, const Checkpoint& c) {
   rng.insert("seed", c.seed);
   rng.insert("scheme", std::string("counter: splitmix64(seed, rank, stream, step)"));
   d.insert("rng", rng);
-  write_file_atomically(path, torch::pickle_save(d));
+  const auto bytes = torch::pickle_save(d);
+  for (const auto& path : paths) write_file_atomically(path, bytes);
 }
 
 Checkpoint load_checkpoint(const std::string& path) {

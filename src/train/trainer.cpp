@@ -157,7 +157,10 @@ void Trainer::synchronize() {
 void Trainer::agree(std::exception_ptr failure, int64_t step) {
   auto flag = torch::tensor({static_cast<int64_t>(failure ? 1 : 0)}).to(comm_.device());
   comm_.allreduce_max(flag);
-  if (flag.item<int64_t>() == 0) return;
+  if (flag.item<int64_t>() != 0) throw_shared_failure(failure, step);
+}
+
+void Trainer::throw_shared_failure(std::exception_ptr failure, int64_t step) const {
   if (!failure) throw PeerError(fmt::format("step {}: another rank failed", step));
   try {
     std::rethrow_exception(failure);
@@ -204,8 +207,7 @@ void Trainer::save(int64_t step) {
   c.data_position = loader_ ? loader_->position() : start_position_;
   c.seed = config_.seed;
   c.skipped_steps = skipped_;
-  save_checkpoint(checkpoint_path(config_.run_dir, step), c);
-  save_checkpoint(latest_checkpoint_path(config_.run_dir), c);
+  save_checkpoint({checkpoint_path(config_.run_dir, step), latest_checkpoint_path(config_.run_dir)}, c);
 
   if (config_.train.keep_checkpoints == 0) return;
   static const std::regex step_file(R"(step-\d+\.pt)");
@@ -250,14 +252,7 @@ Trainer::StepStats Trainer::step(const std::vector<torch::Tensor>& micro_batches
   stats.loss = extras[0].item<double>();
   stats.stop = extras[1].item<float>() > 0;
   stats.times.sync = seconds_since(t0);
-  if (extras[2].item<float>() > 0) {
-    if (!local_error) throw PeerError(fmt::format("step {}: another rank failed", step_index));
-    try {
-      std::rethrow_exception(local_error);
-    } catch (const std::exception& e) {
-      throw RankError(fmt::format("rank {}, step {}: {}", comm_.rank(), step_index, one_line(e)));
-    }
-  }
+  if (extras[2].item<float>() > 0) throw_shared_failure(local_error, step_index);
 
   t0 = Clock::now();
   // Every rank holds the same averaged gradients, so every rank reaches the same verdict.

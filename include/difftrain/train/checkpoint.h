@@ -26,6 +26,8 @@ struct Checkpoint {
 
 // Atomically: a crash mid-write leaves any previous file at `path` intact.
 void save_checkpoint(const std::string& path, const Checkpoint& checkpoint);
+// The same bytes to several paths (e.g. step-NNNNNNN.pt and latest.pt), serialised once.
+void save_checkpoint(const std::vector<std::string>& paths, const Checkpoint& checkpoint);
 Checkpoint load_checkpoint(const std::string& path);
 
 // name -> tensor of a module's parameters and buffers (detached, CPU), as in state_dict().

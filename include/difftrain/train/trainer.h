@@ -103,6 +103,9 @@ class Trainer {
   // Every rank learns whether any rank holds a failure (a checkpoint it could not write);
   // throws RankError on the failing rank, PeerError on the others.
   void agree(std::exception_ptr failure, int64_t step);
+  // After every rank learned that some rank failed: RankError here if it was this rank
+  // (`failure`), PeerError otherwise.
+  [[noreturn]] void throw_shared_failure(std::exception_ptr failure, int64_t step) const;
 };
 
 }  // namespace difftrain
