@@ -18,6 +18,8 @@ packages=(
   libopenmpi-dev openmpi-bin
   libhdf5-dev
   libyaml-cpp-dev libcli11-dev libfmt-dev libstb-dev
+  nlohmann-json3-dev      # metrics.jsonl read and written as JSON
+  libxxhash-dev           # checkpoint checksums
   libgtest-dev libgmock-dev
   python3-torch python3-h5py python3-numpy   # the tests' PyTorch/h5py parity checks and the baseline
 )
