@@ -161,11 +161,12 @@ int main(int argc, char** argv) {
   train->add_option("--resume", train_options.resume, "Resume from this checkpoint instead of RUN/checkpoints/latest.pt");
   const std::string keys = "\nConfig keys and their defaults (override any as key.sub=value):\n" + to_yaml(parse_config("", "defaults"));
   train->footer(keys +
-                "\nA run directory that holds checkpoints/latest.pt is resumed from it (model, EMA, optimizer, step,\n"
-                "data position; random streams are recomputed from the step). Under mpirun/srun each rank takes\n"
-                "train.batch_size / ranks examples a step.\n"
-                "Exit status: 0 done; 1 error (one line names it); 75 stopped by SIGTERM/SIGUSR1 after writing a\n"
-                "checkpoint (run the same command again to resume).");
+                "\nA run directory that holds checkpoints is resumed from latest.pt, or from the newest step file that\n"
+                "verifies (model, EMA, optimizer, step, data position; random streams are recomputed from the step).\n"
+                "Under mpirun/srun each rank takes train.batch_size / ranks examples a step.\n"
+                "Exit status: 0 done; 1 error (one line names it); 75 stopped by SIGTERM/SIGUSR1/SIGINT/SIGHUP after\n"
+                "writing a checkpoint (run the same command again to resume); 128 + signal stopped during set-up or\n"
+                "by a second Ctrl-C.");
 
   auto* sample = app.add_subcommand("sample", "Draw samples from a checkpoint");
   SampleOptions so;

@@ -3,10 +3,12 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <optional>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <torch/csrc/jit/serialization/pickle.h>
+#include <xxhash.h>
 
 #include "difftrain/atomic_file.h"
 #include "difftrain/error.h"
@@ -31,6 +33,93 @@ torch::OrderedDict<std::string, torch::Tensor> from_dict(const c10::IValue& v, c
     out.insert(item.key().toStringRef(), item.value().toTensor());
   }
   return out;
+}
+
+constexpr const char* kChecksumAlgorithm = "XXH3-64 of every other entry, in order";
+
+// A hash of a checkpoint's contents as values, not as pickle bytes: every tensor's dtype,
+// shape and data, every number and string, in the dict's order. A flipped bit anywhere in
+// the values changes it; Python re-pickling the same values keeps it.
+class ContentHash {
+ public:
+  ContentHash() : state_(XXH3_createState()) { XXH3_64bits_reset(state_); }
+  ~ContentHash() { XXH3_freeState(state_); }
+  ContentHash(const ContentHash&) = delete;
+  ContentHash& operator=(const ContentHash&) = delete;
+
+  void add(const c10::IValue& v, const std::string& where) {
+    if (v.isTensor()) {
+      const auto t = v.toTensor().cpu().contiguous();
+      tag('T');
+      bytes(static_cast<int64_t>(t.scalar_type()));
+      bytes(static_cast<int64_t>(t.dim()));
+      for (auto d : t.sizes()) bytes(d);
+      XXH3_64bits_update(state_, t.data_ptr(), t.numel() * t.element_size());
+    } else if (v.isInt()) {
+      tag('I'), bytes(v.toInt());
+    } else if (v.isDouble()) {
+      tag('D'), bytes(v.toDouble());
+    } else if (v.isBool()) {
+      tag('B'), bytes(v.toBool());
+    } else if (v.isString()) {
+      tag('S'), text(v.toStringRef());
+    } else if (v.isNone()) {
+      tag('N');
+    } else if (v.isList()) {
+      const auto list = v.toListRef();
+      tag('L'), bytes(static_cast<int64_t>(list.size()));
+      for (const auto& item : list) add(item, where);
+    } else if (v.isTuple()) {
+      const auto& items = v.toTupleRef().elements();
+      tag('U'), bytes(static_cast<int64_t>(items.size()));
+      for (const auto& item : items) add(item, where);
+    } else if (v.isGenericDict()) {
+      const auto dict = v.toGenericDict();
+      tag('M'), bytes(static_cast<int64_t>(dict.size()));
+      for (const auto& item : dict) add(item.key(), where), add(item.value(), where);
+    } else {
+      fail("{}: cannot checksum a value of type {}", where, v.tagKind());
+    }
+  }
+  int64_t value() const { return static_cast<int64_t>(XXH3_64bits_digest(state_)); }
+
+ private:
+  XXH3_state_t* state_;
+  void tag(char t) { XXH3_64bits_update(state_, &t, 1); }
+  template <typename T>
+  void bytes(T v) { XXH3_64bits_update(state_, &v, sizeof v); }
+  void text(const std::string& s) { bytes(static_cast<int64_t>(s.size())), XXH3_64bits_update(state_, s.data(), s.size()); }
+};
+
+int64_t content_checksum(const c10::impl::GenericDict& d, const std::string& where) {
+  ContentHash hash;
+  for (const auto& item : d)
+    if (item.key().toStringRef() != "checksum") hash.add(item.key(), where), hash.add(item.value(), where);
+  return hash.value();
+}
+
+// Names the first floating-point tensor under `v` holding a NaN or Inf: "model/net.0.bias".
+std::optional<std::string> first_non_finite(const c10::IValue& v, const std::string& name) {
+  if (v.isTensor()) {
+    const auto& t = v.toTensor();
+    if (t.is_floating_point() && !torch::isfinite(t).all().item<bool>()) return name;
+  } else if (v.isGenericDict()) {
+    for (const auto& item : v.toGenericDict()) {
+      const std::string key = item.key().isString() ? item.key().toStringRef() : fmt::format("{}", item.key().toInt());
+      if (auto found = first_non_finite(item.value(), name + "/" + key)) return found;
+    }
+  } else if (v.isList()) {
+    const auto list = v.toListRef();
+    for (std::size_t i = 0; i < list.size(); ++i)
+      if (auto found = first_non_finite(list[i], fmt::format("{}/{}", name, i))) return found;
+  }
+  return std::nullopt;
+}
+
+std::optional<std::string> first_non_finite(const Checkpoint& c) {
+  if (auto found = first_non_finite(to_dict(c.model), "model")) return found;
+  if (auto found = first_non_finite(to_dict(c.ema), "ema")) return found;
+  return first_non_finite(c.optimizer, "optimizer");
 }
 
 }  // namespace
@@ -68,6 +157,8 @@ void load_state_dict(torch::nn::Module& module, const torch::OrderedDict<std::st
 void save_checkpoint(const std::string& path, const Checkpoint& c) { save_checkpoint(std::vector<std::string>{path}, c); }
 
 void save_checkpoint(const std::vector<std::string>& paths, const Checkpoint& c) {
+  if (const auto bad = first_non_finite(c))
+    fail("{}: not written: '{}' holds a NaN or Inf at step {}", paths.front(), *bad, c.step);
   c10::impl::GenericDict d(c10::StringType::get(), c10::AnyType::get());
   d.insert("model", to_dict(c.model));
   d.insert("ema", to_dict(c.ema));
@@ -84,6 +175,11 @@ void save_checkpoint(const std::vector<std::string>& paths, const Checkpoint& c)
   rng.insert("seed", c.seed);
   rng.insert("scheme", std::string("counter: splitmix64(seed, rank, stream, step)"));
   d.insert("rng", rng);
+  d.insert("retained", c10::List<int64_t>(c.retained_steps));
+  c10::impl::GenericDict checksum(c10::StringType::get(), c10::AnyType::get());
+  checksum.insert("algorithm", std::string(kChecksumAlgorithm));
+  checksum.insert("value", content_checksum(d, paths.front()));
+  d.insert("checksum", checksum);
   const auto bytes = torch::pickle_save(d);
   for (const auto& path : paths) write_file_atomically(path, bytes);
 }
@@ -110,6 +206,15 @@ Checkpoint load_checkpoint(const std::string& path) {
   }
   if (!value.isGenericDict()) fail("{}: checkpoint is not a dict", path);
   auto d = value.toGenericDict();
+  if (auto it = d.find("checksum"); it != d.end()) {
+    int64_t stored = 0;
+    try {
+      stored = it->value().toGenericDict().at("value").toInt();
+    } catch (const c10::Error&) {
+      fail("{}: checkpoint's checksum entry is damaged", path);
+    }
+    if (content_checksum(d, path) != stored) fail("{}: checksum mismatch: the file is damaged", path);
+  }
   auto need = [&](const char* key) {
     auto it = d.find(key);
     if (it == d.end()) fail("{}: checkpoint has no '{}' entry", path, key);
@@ -128,9 +233,12 @@ Checkpoint load_checkpoint(const std::string& path) {
     c.world_size = data.at("world_size").toInt();
     c.data_position = data.at("position").toInt();
     c.seed = need("rng").toGenericDict().at("seed").toInt();
+    if (auto it = d.find("retained"); it != d.end())
+      for (const auto& v : it->value().toIntVector()) c.retained_steps.push_back(v);
   } catch (const c10::Error&) {
     fail("{}: checkpoint entries have unexpected types", path);
   }
+  if (const auto bad = first_non_finite(c)) fail("{}: '{}' holds a NaN or Inf: the file is damaged", path, *bad);
   return c;
 }
 

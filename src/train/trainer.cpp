@@ -1,10 +1,10 @@
 #include "difftrain/train/trainer.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
-#include <regex>
 #include <utility>
 
 #include "difftrain/atomic_file.h"
@@ -12,6 +12,7 @@
 #include "difftrain/models/registry.h"
 #include "difftrain/train/optimizer.h"
 #include "difftrain/train/random_streams.h"
+#include "difftrain/train/resume.h"
 #include "difftrain/train/stop_signal.h"
 
 namespace difftrain {
@@ -28,24 +29,6 @@ int64_t bit_checksum(const torch::Tensor& t) {
   const auto bits = t.detach().cpu().contiguous().view(torch::kInt32).reshape({-1}).to(torch::kInt64);
   const auto weights = torch::arange(bits.numel(), torch::kInt64).remainder(9973) + 1;
   return (bits * weights).sum().item<int64_t>();
-}
-
-// What must match for a checkpoint to continue under a config: the model (its shapes and
-// what it predicts), the optimizer's kind, and the data's example shape. Steps, cadences,
-// learning rate and the rest may change.
-void check_compatible(const Checkpoint& c, const Config& config, const std::vector<int64_t>& sample_shape,
-                      const std::string& path) {
-  const Config saved = parse_config(c.config_yaml, path + " (config)");
-  const auto now = flatten(config), then = flatten(saved);
-  for (std::size_t i = 0; i < now.size(); ++i) {
-    const auto& key = now[i].first;
-    if ((key.rfind("model.", 0) == 0 || key == "train.optimizer") && now[i].second != then[i].second)
-      fail("{}: was trained with {} = {}, this config has {}; use --fresh to start over, or another run_dir", path,
-           key, then[i].second, now[i].second);
-  }
-  if (c.sample_shape != sample_shape)
-    fail("{}: was trained on examples of shape {}, the data ({}) has {}; use --fresh to start over, or another run_dir",
-         path, c10::IntArrayRef(c.sample_shape), config.data.path, c10::IntArrayRef(sample_shape));
 }
 
 }  // namespace
@@ -83,7 +66,6 @@ Trainer::Trainer(Config config, Communicator& comm, TrainOptions options)
   optimizer_ = make_optimizer(model_->parameters(), t);
   // Extras riding in the gradient all-reduce: this rank's loss, its stop request, its failure.
   buckets_ = std::make_unique<GradBuckets>(model_->parameters(), config_.dist.bucket_mb, /*extras=*/3);
-  if (comm_.rank() == 0) load_resume_checkpoint();
 }
 
 Trainer::~Trainer() = default;
@@ -95,45 +77,57 @@ std::vector<int64_t> Trainer::fingerprint() const {
   return {dataset_size_, values, params};
 }
 
-void Trainer::load_resume_checkpoint() {
-  if (options_.fresh) return;
-  std::string path = options_.resume;
-  if (path.empty()) {
-    path = latest_checkpoint_path(config_.run_dir);
-    if (!fs::exists(path)) return;  // a new run
-  } else if (!fs::exists(path)) {
-    fail("{}: no such checkpoint (--resume)", path);
-  }
-  Checkpoint c = load_checkpoint(path);
-  check_compatible(c, config_, sample_shape_, path);
+void Trainer::resume() {
+  auto point = find_resume_point(config_.run_dir, options_.resume, options_.fresh);
+  if (!point) return;
+  const Checkpoint& c = point->checkpoint;
+  const auto changed = check_resume_config(*point, config_, sample_shape_);
   if (c.step > config_.train.steps)
-    fail("{}: is at step {}, beyond train.steps={}; raise train.steps to train longer, or use --fresh", path, c.step,
-         config_.train.steps);
-  load_state_dict(*model_, c.model, path + " (model)");
-  load_state_dict(ema_->model(), c.ema, path + " (ema)");
+    fail("{}: is at step {}, beyond train.steps={}; raise train.steps to train longer, or use --fresh", point->path,
+         c.step, config_.train.steps);
+  load_state_dict(*model_, c.model, point->path + " (model)");
+  load_state_dict(ema_->model(), c.ema, point->path + " (ema)");
   load_optimizer_state(*optimizer_, c.optimizer);
+  if (!changed.empty()) {
+    std::vector<std::string> lines;
+    for (const auto& ch : changed) lines.push_back(fmt::format("{} {} -> {}", ch.key, ch.before, ch.after));
+    fmt::print(stderr, "difftrain: note: resuming {} at step {} with changed settings: {}\n", point->path, c.step,
+               fmt::join(lines, ", "));
+  }
   if (c.world_size != comm_.size())
     fmt::print(stderr,
                "difftrain: note: {} was written by {} rank(s), resuming on {}: training continues, but not bit for "
                "bit as an uninterrupted run would\n",
-               path, c.world_size, comm_.size());
-  resumed_ = std::move(c);
+               point->path, c.world_size, comm_.size());
+  // Retention may prune the step files this run's lineage wrote here, and only those.
+  std::error_code ec;
+  const auto here = fs::weakly_canonical(fs::path(config_.run_dir) / "checkpoints", ec);
+  if (fs::weakly_canonical(point->path, ec).parent_path() == here) retained_ = c.retained_steps;
+  resume_changes_ = changed;
+  resumed_ = std::move(point);
 }
 
 void Trainer::synchronize() {
   std::string failure;
   if (comm_.rank() == 0) {
     try {
+      // Locked before anything in the run directory is read: another run may be writing it.
+      lock_ = std::make_unique<RunDirLock>(config_.run_dir);
+      resume();
       prepare_run_dir();
       metrics_ = std::make_unique<MetricsLog>(config_.run_dir);
     } catch (const std::exception& e) {
       failure = one_line(e);
+      if (lock_) lock_->release_and_remove_if_new(), lock_.reset();
     }
   }
   // [rank 0 failed, start step, skipped steps, data position]
   auto header = torch::zeros({4}, torch::kInt64);
   header[0] = failure.empty() ? 0 : 1;
-  if (resumed_) header[1] = resumed_->step, header[2] = resumed_->skipped_steps, header[3] = resumed_->data_position;
+  if (resumed_) {
+    const Checkpoint& c = resumed_->checkpoint;
+    header[1] = c.step, header[2] = c.skipped_steps, header[3] = c.data_position;
+  }
   comm_.broadcast(header, 0);
   if (header[0].item<int64_t>() != 0) {
     if (comm_.rank() == 0) throw RankError(failure);
@@ -187,7 +181,7 @@ void Trainer::prepare_run_dir() {
     std::string kept, line;
     while (std::getline(in, line)) {
       const auto at = line.find("\"step\": ");
-      if (at != std::string::npos && std::stoll(line.substr(at + 8)) <= resumed_->step) kept += line + "\n";
+      if (at != std::string::npos && std::stoll(line.substr(at + 8)) <= resumed_->checkpoint.step) kept += line + "\n";
     }
     write_file_atomically(metrics.string(), kept);
   }
@@ -207,16 +201,19 @@ void Trainer::save(int64_t step) {
   c.data_position = loader_ ? loader_->position() : start_position_;
   c.seed = config_.seed;
   c.skipped_steps = skipped_;
-  save_checkpoint({checkpoint_path(config_.run_dir, step), latest_checkpoint_path(config_.run_dir)}, c);
-
-  if (config_.train.keep_checkpoints == 0) return;
-  static const std::regex step_file(R"(step-\d+\.pt)");
-  std::vector<fs::path> steps;
-  for (const auto& entry : fs::directory_iterator(fs::path(config_.run_dir) / "checkpoints"))
-    if (std::regex_match(entry.path().filename().string(), step_file)) steps.push_back(entry.path());
-  std::sort(steps.begin(), steps.end());
+  // Retention: the oldest of this run's own step files beyond keep_checkpoints go, but
+  // only once the new one is on disk and reads back whole.
+  std::vector<int64_t> retained = retained_, pruned;
+  if (std::find(retained.begin(), retained.end(), step) == retained.end()) retained.push_back(step);
+  std::sort(retained.begin(), retained.end());
   const auto keep = static_cast<std::size_t>(config_.train.keep_checkpoints);
-  for (std::size_t i = 0; i + keep < steps.size(); ++i) fs::remove(steps[i]);
+  while (keep > 0 && retained.size() > keep) pruned.push_back(retained.front()), retained.erase(retained.begin());
+  c.retained_steps = retained;
+  const std::string step_file = checkpoint_path(config_.run_dir, step);
+  save_checkpoint({step_file, latest_checkpoint_path(config_.run_dir)}, c);
+  load_checkpoint(step_file);
+  retained_ = retained;
+  for (int64_t old : pruned) fs::remove(checkpoint_path(config_.run_dir, old));
 }
 
 Trainer::StepStats Trainer::step(const std::vector<torch::Tensor>& micro_batches, int64_t step_index,
@@ -315,6 +312,7 @@ TrainResult Trainer::run() {
                                             start_position_);
     dataset_.reset();
   }
+  begin_training_phase();
   TrainResult result;
   result.start_step = start_step_;
   result.final_step = start_step_;

@@ -134,7 +134,7 @@ TEST(Resume, DataPositionIsRestoredNotRecomputed) {
 TEST(Resume, StepsBelowTheCheckpointAreAnError) {
   test::TempDir dir;
   train(config_for(dir, "run", 30));
-  const auto message = test::error_of([&] { Trainer t(config_for(dir, "run", 20), single_rank()); });
+  const auto message = test::error_of([&] { Trainer(config_for(dir, "run", 20), single_rank()).synchronize(); });
   EXPECT_MENTIONS(message, "step 30");
   EXPECT_MENTIONS(message, "train.steps=20");
 }
@@ -167,33 +167,37 @@ void expect_error(const std::function<void()>& f, const std::vector<std::string>
 TEST(Resume, IncompatibleCheckpointIsAnErrorUnlessFresh) {
   test::TempDir dir;
   train(config_for(dir, "run", 25));
-  expect_error([&] { Trainer t(config_for(dir, "run", 50, {"model.hidden_dims=[32,32]"}), single_rank()); },
+  expect_error([&] { Trainer(config_for(dir, "run", 50, {"model.hidden_dims=[32,32]"}), single_rank()).synchronize(); },
                {"latest.pt", "model.hidden_dims", "--fresh"});
-  expect_error([&] { Trainer t(config_for(dir, "run", 50, {"model.parameterization=v"}), single_rank()); },
+  expect_error([&] { Trainer(config_for(dir, "run", 50, {"model.parameterization=v"}), single_rank()).synchronize(); },
                {"model.parameterization"});
-  expect_error([&] { Trainer t(config_for(dir, "run", 50, {"train.optimizer=adam"}), single_rank()); },
+  expect_error([&] { Trainer(config_for(dir, "run", 50, {"train.optimizer=adam"}), single_rank()).synchronize(); },
                {"train.optimizer"});
   // Other data shapes: 3-d points instead of 2-d.
   write_shards(dir / "data3", 1, torch::randn({40, 3}));
-  expect_error([&] { Trainer t(config_for(dir, "run", 50, {"data.path=" + (dir / "data3")}), single_rank()); },
+  expect_error([&] { Trainer(config_for(dir, "run", 50, {"data.path=" + (dir / "data3")}), single_rank()).synchronize(); },
                {"shape"});
   TrainOptions fresh;
   fresh.fresh = true;
-  EXPECT_NO_THROW(Trainer(config_for(dir, "run", 50, {"model.hidden_dims=[32,32]"}), single_rank(), fresh));
+  EXPECT_NO_THROW(Trainer(config_for(dir, "run", 50, {"model.hidden_dims=[32,32]"}), single_rank(), fresh).synchronize());
   // Cadence, learning rate and length may change.
-  EXPECT_NO_THROW(Trainer(config_for(dir, "run", 80, {"train.log_every=7", "train.lr=5e-4"}), single_rank()));
+  EXPECT_NO_THROW(Trainer(config_for(dir, "run", 80, {"train.log_every=7", "train.lr=5e-4"}), single_rank()).synchronize());
 }
 
 TEST(Resume, MissingOrTruncatedCheckpointIsAnError) {
   test::TempDir dir;
   TrainOptions missing;
   missing.resume = dir / "nope.pt";
-  expect_error([&] { Trainer t(config_for(dir, "run", 10), single_rank(), missing); }, {"nope.pt"});
+  expect_error([&] { Trainer(config_for(dir, "run", 10), single_rank(), missing).synchronize(); }, {"nope.pt"});
 
-  train(config_for(dir, "run", 25));
+  // A truncated latest.pt with no step file to fall back to (see test_run_safety.cpp for
+  // the fallback).
+  train(config_for(dir, "run", 25, {"train.keep_checkpoints=1"}));
   const std::string latest = dir / "run/checkpoints/latest.pt";
   fs::resize_file(latest, fs::file_size(latest) / 2);
-  expect_error([&] { Trainer t(config_for(dir, "run", 50), single_rank()); }, {"latest.pt"});
+  fs::remove(dir / "run/checkpoints/step-0000025.pt");
+  expect_error([&] { Trainer(config_for(dir, "run", 50), single_rank()).synchronize(); },
+               {"latest.pt", "truncated or corrupt"});
 }
 
 TEST(Resume, KeepsTheLastCheckpointsAndCleansStaleTemporaries) {
@@ -217,9 +221,12 @@ TEST(Preemption, StopRequestCheckpointsAndResumeMatchesUninterrupted) {
   train(config_for(dir, "stopped", 36));
   // A signal arrives while step 37 runs: the run stops after it, with a checkpoint.
   request_stop();
-  Trainer interrupted(config, single_rank());
-  interrupted.synchronize();
-  const auto stopped = interrupted.run();
+  TrainResult stopped;
+  {
+    Trainer interrupted(config, single_rank());  // holds the run directory until it ends
+    interrupted.synchronize();
+    stopped = interrupted.run();
+  }
   clear_stop_request();
   EXPECT_TRUE(stopped.preempted);
   EXPECT_EQ(stopped.final_step, 37);

@@ -2,8 +2,11 @@
 // Checkpoints: a dict written with torch::pickle_save, so Python's torch.load(path) reads
 // it. Keys: model, ema (name -> tensor, names as in the reference PyTorch modules),
 // optimizer (torch.optim-style state dict), step, config (resolved YAML text),
-// sample_shape, data ({world_size, position}: examples each rank has consumed) and rng
-// ({seed, scheme}: the streams are recomputed from the step, see random_streams.h).
+// sample_shape, data ({world_size, position}: examples each rank has consumed), rng
+// ({seed, scheme}: the streams are recomputed from the step, see random_streams.h),
+// retained (the step files of this run that retention may prune) and checksum
+// ({algorithm, value}: XXH3-64 of every other entry, verified on load).
+// No checkpoint with a non-finite weight or optimizer value is ever written or accepted.
 #include <string>
 #include <vector>
 
@@ -22,12 +25,18 @@ struct Checkpoint {
   int64_t data_position = 0;  // examples consumed by each rank
   int64_t seed = 0;
   int64_t skipped_steps = 0;  // non-finite steps skipped so far
+  // Steps whose step-NNNNNNN.pt this run wrote beside this checkpoint and still keeps:
+  // retention prunes only these, never a file some other run (or the user) put there.
+  std::vector<int64_t> retained_steps;
 };
 
-// Atomically: a crash mid-write leaves any previous file at `path` intact.
+// Atomically: a crash mid-write leaves any previous file at `path` intact. Refuses (Error)
+// a checkpoint holding a non-finite value.
 void save_checkpoint(const std::string& path, const Checkpoint& checkpoint);
 // The same bytes to several paths (e.g. step-NNNNNNN.pt and latest.pt), serialised once.
 void save_checkpoint(const std::vector<std::string>& paths, const Checkpoint& checkpoint);
+// Verifies the checksum (when the file has one: older checkpoints do not) and that every
+// weight and optimizer value is finite; an Error names the file and what is wrong.
 Checkpoint load_checkpoint(const std::string& path);
 
 // name -> tensor of a module's parameters and buffers (detached, CPU), as in state_dict().

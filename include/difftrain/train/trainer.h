@@ -17,6 +17,8 @@
 #include "difftrain/train/checkpoint.h"
 #include "difftrain/train/ema.h"
 #include "difftrain/train/metrics.h"
+#include "difftrain/train/resume.h"
+#include "difftrain/train/run_dir_lock.h"
 
 namespace difftrain {
 
@@ -35,15 +37,17 @@ struct TrainResult {
 
 class Trainer {
  public:
-  // Builds everything this rank needs; rank 0 also reads the checkpoint it resumes from.
-  // Makes no collective call, so a rank that fails here cannot strand the others inside
-  // one: the caller agrees on success first, then calls synchronize().
+  // Builds everything this rank needs. Makes no collective call and touches no run
+  // directory, so a rank that fails here cannot strand the others inside a collective nor
+  // leave a directory behind: the caller agrees on success first, then calls synchronize().
   Trainer(Config config, Communicator& comm, TrainOptions options = {});
   ~Trainer();
 
-  // The collective part of the set-up: rank 0 prepares the run directory, then the
-  // starting step and data position, the weights (model and EMA) and the optimizer state go
-  // from rank 0 to every rank. A failure on rank 0 ends every rank together.
+  // The collective part of the set-up: rank 0 locks the run directory, finds and checks
+  // the checkpoint to resume from and prepares the directory; then the starting step and
+  // data position, the weights (model and EMA) and the optimizer state go from rank 0 to
+  // every rank. A failure on rank 0 (an incompatible checkpoint, a busy run directory)
+  // ends every rank together: RankError on rank 0, PeerError elsewhere.
   void synchronize();
 
   // Trains from the starting step to config.train.steps (or until a stop signal).
@@ -89,7 +93,10 @@ class Trainer {
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
   std::unique_ptr<GradBuckets> buckets_;
   std::unique_ptr<BatchLoader> loader_;
-  std::optional<Checkpoint> resumed_;  // rank 0 only, until synchronize()
+  std::unique_ptr<RunDirLock> lock_;    // rank 0 only
+  std::optional<ResumePoint> resumed_;  // rank 0 only, until synchronize() is done
+  std::vector<ChangedSetting> resume_changes_;  // rank 0 only
+  std::vector<int64_t> retained_;       // this run's step files that retention may prune
   std::unique_ptr<MetricsLog> metrics_;  // rank 0 only
   int64_t per_rank_batch_ = 0;         // per micro-batch
   int64_t start_step_ = 0;
@@ -97,7 +104,7 @@ class Trainer {
   int64_t skipped_ = 0;
   int64_t consecutive_bad_ = 0;
 
-  void load_resume_checkpoint();
+  void resume();
   void prepare_run_dir();
   void save(int64_t step);
   // Every rank learns whether any rank holds a failure (a checkpoint it could not write);
