@@ -70,7 +70,8 @@ for sig in TERM INT HUP; do
 done
 mpi -n 2 "$difftrain" train cfg.fifo >out.txt 2>err.txt &
 launcher=$!
-wait_for 60 bash -c "[[ \$(pgrep -c -f 'train cfg.fifo') -ge 3 ]]"
+ranks_up() { [[ $(rank_pids cfg.fifo | wc -l) -eq 2 ]]; }
+wait_for 60 ranks_up
 for p in $(rank_pids cfg.fifo); do wait_for 60 catches_sigterm "$p"; done
 kill -TERM "$(rank_pids cfg.fifo | head -n 1)"
 kill -TERM "$(rank_pids cfg.fifo | tail -n 1)"
