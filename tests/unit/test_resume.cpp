@@ -74,6 +74,7 @@ struct SplitCase {
   std::vector<std::string> overrides;
   bool overflowing_rows = false;
 };
+void PrintTo(const SplitCase& c, std::ostream* os) { *os << c.name; }
 
 // Split mid-epoch (103 steps of 20 = 20.6 epochs of 100 examples), with gradient
 // accumulation and with non-finite steps skipped before the split, so that the data
