@@ -19,17 +19,22 @@ check "prepare writes 2 shards" test -f data/swissroll/shard-00000.h5 -a -f data
 "$difftrain" train "$here/configs/swissroll.yaml" run_dir=run1 train.steps=2000 train.log_every=500 >train1.log 2>&1
 check "train, 1 rank" test -f run1/checkpoints/latest.pt -a -f run1/checkpoints/step-0002000.pt -a -f run1/config.yaml
 "$difftrain" sample --checkpoint run1/checkpoints/latest.pt --out s1.h5 --png s1.png >/dev/null
-d1=$(distance s1.h5)
-echo "1 rank, 2000 steps: mean distance to the curve $d1"
-check "1-rank samples near the curve" below "$d1" 0.19
+if needs_python "1-rank samples near the curve"; then
+  d1=$(distance s1.h5)
+  echo "1 rank, 2000 steps: mean distance to the curve $d1"
+  check "1-rank samples near the curve" below "$d1" 0.19
+fi
 check "picture written" test -s s1.png
 
 mpi -n 2 "$difftrain" train "$here/configs/swissroll.yaml" run_dir=run2 train.steps=2000 train.log_every=500 >train2.log 2>&1
 check "train, 2 ranks" test -f run2/checkpoints/latest.pt
 "$difftrain" sample --checkpoint run2/checkpoints/latest.pt --out s2.h5 >/dev/null
-d2=$(distance s2.h5)
-echo "2 ranks, 2000 steps: mean distance to the curve $d2"
-check "2-rank samples near the curve" below "$d2" 0.19
+check "2-rank samples written" test -s s2.h5
+if needs_python "2-rank samples near the curve"; then
+  d2=$(distance s2.h5)
+  echo "2 ranks, 2000 steps: mean distance to the curve $d2"
+  check "2-rank samples near the curve" below "$d2" 0.19
+fi
 check "only rank 0 logs" test "$(grep -c '^step 2000/2000' train2.log)" -eq 1
 
 printf 'train: {steps: [1, 2}\n' >malformed.yaml

@@ -61,14 +61,19 @@ wait_for 60 test -f pre/metrics.jsonl
 sleep 0.5
 kill -TERM "$(rank_pids run_dir=pre | tail -n 1)"
 wait "$launcher"; rc=$?
-stopped_at=$(checkpoint_step pre/checkpoints/latest.pt)
-echo "SIGTERM: status $rc, checkpoint at step $stopped_at"
+echo "SIGTERM: status $rc"
 check "SIGTERM: status 75" test "$rc" -eq 75
 [[ $rc -eq 75 ]] || tr '\r' '\n' <pre.log | grep -v '^step' | sed 's/^/    | /' | head -20
-check "SIGTERM: checkpoint before the end" test "$stopped_at" -lt $steps
+if needs_python "SIGTERM: checkpoint before the end"; then
+  stopped_at=$(checkpoint_step pre/checkpoints/latest.pt)
+  echo "SIGTERM: checkpoint at step $stopped_at"
+  check "SIGTERM: checkpoint before the end" test "$stopped_at" -lt $steps
+fi
 check "SIGTERM: message says how to resume" grep -q "run again to resume" pre.log
-mpi -n 2 "$difftrain" train "$config" run_dir=pre train.steps=$steps train.checkpoint_every=1000 >pre2.log 2>&1
-check "SIGTERM: the rerun resumes and finishes" test "$(checkpoint_step pre/checkpoints/latest.pt)" -eq $steps
+mpi -n 2 "$difftrain" train "$config" run_dir=pre train.steps=$steps train.checkpoint_every=1000 >pre2.log 2>&1; rc=$?
+check "SIGTERM: the rerun exits 0" test "$rc" -eq 0
+needs_python "SIGTERM: the rerun resumes and finishes" &&
+  check "SIGTERM: the rerun resumes and finishes" test "$(checkpoint_step pre/checkpoints/latest.pt)" -eq $steps
 
 # --- SIGUSR1 (Slurm's --signal=USR1@90) on a single rank
 "$difftrain" train "$config" run_dir=usr train.steps=$steps >usr.log 2>&1 &
@@ -81,7 +86,9 @@ check "SIGUSR1: status 75 and a checkpoint" bash -c "test $rc -eq 75 && test -f 
 # --- resuming on another world size works, with a note that it is not bitwise
 "$difftrain" train "$config" run_dir=ws train.steps=100 >/dev/null 2>&1
 mpi -n 2 "$difftrain" train "$config" run_dir=ws train.steps=200 >ws.log 2>&1; rc=$?
-check "resume 1 rank -> 2 ranks: completes" bash -c "test $rc -eq 0 && test \$($py -c \"import torch; print(torch.load('ws/checkpoints/latest.pt')['step'])\") -eq 200"
+check "resume 1 rank -> 2 ranks: completes" test "$rc" -eq 0
+needs_python "resume 1 rank -> 2 ranks: reaches step 200" &&
+  check "resume 1 rank -> 2 ranks: reaches step 200" test "$(checkpoint_step ws/checkpoints/latest.pt)" -eq 200
 check "resume 1 rank -> 2 ranks: says it is not bitwise" grep -q "not bit for bit" ws.log
 
 # --- bad data and checkpoints: one error line naming the problem, non-zero on every rank,
@@ -90,7 +97,7 @@ mkdir -p bad
 : >bad/empty.h5
 echo "not hdf5" >bad/text.h5
 head -c 1500 data/swissroll/shard-00000.h5 >bad/truncated.h5
-$py - <<'PY'
+$have_python && $py - <<'PY'
 import h5py, numpy as np
 with h5py.File("bad/three_d.h5", "w") as f: f["x"] = np.zeros((10, 3), np.float32)
 with h5py.File("bad/nan.h5", "w") as f:
@@ -105,8 +112,8 @@ bad "empty data file" "empty" train "$config" run_dir=badrun data.path=bad/empty
 bad "non-HDF5 data file" "not an HDF5 file" train "$config" run_dir=badrun data.path=bad/text.h5
 bad "truncated data file" "bad/truncated.h5" train "$config" run_dir=badrun data.path=bad/truncated.h5
 bad "missing dataset name" "has no dataset 'pixels'" train "$config" run_dir=badrun data.dataset=pixels
-bad "shards of different shapes" "shape" train "$config" run_dir=badrun "data.path=data/swissroll,bad/three_d.h5"
-bad "unsupported dtype" "float64" train "$config" run_dir=badrun data.path=bad/float64.h5 || true
+needs_python "shards of different shapes" && bad "shards of different shapes" "shape" train "$config" run_dir=badrun "data.path=data/swissroll,bad/three_d.h5"
+needs_python "unsupported dtype" && bad "unsupported dtype" "float64" train "$config" run_dir=badrun data.path=bad/float64.h5
 bad "missing checkpoint" "nope.pt" train "$config" run_dir=badrun --resume bad/nope.pt
 bad "truncated checkpoint" "truncated.pt" train "$config" run_dir=badrun --resume bad/truncated.pt
 bad "incompatible checkpoint" "model.hidden_dims" train "$config" run_dir=badrun --resume bad/other_model.pt
@@ -120,10 +127,9 @@ for ranks in 1 2; do
   check "run directory blocked ($ranks rank): one line, no abort" one_error_line err.txt "blocked/checkpoints"
 done
 # ranks that read different data (MPMD: each rank its own data.path) are stopped before
-# training, by name of what differs.
-$py -c "import h5py, numpy as np; h5py.File('bad/fewer.h5', 'w')['x'] = np.zeros((60, 2), np.float32)"
+# training, by name of what differs: here 50 examples (one of the two shards) against 100.
 "$mpirun_bin" --allow-run-as-root --oversubscribe -n 1 "$difftrain" train "$config" run_dir=badrun \
-  : -n 1 "$difftrain" train "$config" run_dir=badrun data.path=bad/fewer.h5 >out.txt 2>err.txt; rc=$?
+  : -n 1 "$difftrain" train "$config" run_dir=badrun data.path=data/swissroll/shard-00000.h5 >out.txt 2>err.txt; rc=$?
 check "ranks reading different data: non-zero exit" test "$rc" -ne 0
 check "ranks reading different data: one line" one_error_line err.txt "disagree on the number of examples"
 # Usage errors of the command line: one line, status 1 (help stays 0).
@@ -134,7 +140,7 @@ check "help: status 0" test $? -eq 0
 
 # NaN in the data surfaces when its row is read, during training: one line naming the
 # file and row, every rank exits non-zero, only the run's config and metrics exist.
-for ranks in 1 2; do
+needs_python "NaN in the data" && for ranks in 1 2; do
   rm -rf nanrun
   if [[ $ranks -eq 1 ]]; then "$difftrain" train "$config" run_dir=nanrun data.path=bad/nan.h5 >out.txt 2>err.txt; rc=$?
   else mpi -n 2 "$difftrain" train "$config" run_dir=nanrun data.path=bad/nan.h5 >out.txt 2>err.txt; rc=$?; fi

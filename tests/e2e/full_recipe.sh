@@ -7,6 +7,8 @@
 #   bash tests/e2e/full_recipe.sh path/to/difftrain path/to/mpirun
 set -uo pipefail
 source "$(dirname "$0")/lib/common.bash"
+# Without torch and h5py nothing here can be judged, so nothing is trained either.
+needs_python "full recipe: sample quality over 5 seeds" || finish
 "$difftrain" prepare swissroll --out data/swissroll --shards 2 >/dev/null
 distances=()
 for seed in 0 1 2 3 4; do

@@ -5,6 +5,8 @@
 
 #include <filesystem>
 
+#include <ATen/CPUGeneratorImpl.h>
+
 #include "difftrain/config.h"
 #include "difftrain/data/batch_loader.h"
 #include "difftrain/data/prepare.h"
@@ -132,8 +134,52 @@ TEST(DataParallel, RandomStreamsDifferPerRank) {
       for (int q = r + 1; q < world().size(); ++q)
         EXPECT_FALSE(torch::equal(draws[r], draws[q])) << "ranks " << r << " and " << q << " share a stream";
   }
-  // And the key is a pure function of (seed, rank, stream, counter).
-  EXPECT_EQ(stream_key(5, world().rank(), Stream::sigma, 9), stream_key(5, world().rank(), Stream::sigma, 9));
+}
+
+// The stream key as documented, computed here without the library's code: splitmix64 is
+// Vigna's reference mixer (its first output from state 0 is 0xE220A8397B1DCDAF).
+uint64_t splitmix64_by_hand(uint64_t state) {
+  uint64_t z = state + 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+uint64_t stream_key_by_hand(uint64_t seed, uint64_t rank, uint64_t stream, uint64_t counter) {
+  return splitmix64_by_hand(
+      splitmix64_by_hand(splitmix64_by_hand(splitmix64_by_hand(seed) ^ rank) ^ stream) ^ counter);
+}
+
+TEST(DataParallel, StreamKeysAreDistinctAndFollowTheDocumentedFormula) {
+  ASSERT_EQ(splitmix64_by_hand(0), 0xE220A8397B1DCDAFull);
+  const uint64_t seed = 5;
+  const int rank = world().rank();
+  const std::vector<Stream> streams{Stream::sigma, Stream::eps, Stream::shuffle, Stream::init, Stream::sample};
+  const int64_t counters = 16;
+  std::vector<int64_t> keys;
+  std::vector<torch::Tensor> draws;
+  for (auto stream : streams) {
+    for (int64_t counter = 0; counter < counters; ++counter) {
+      const uint64_t key = stream_key(seed, rank, stream, counter);
+      EXPECT_EQ(key, stream_key_by_hand(seed, rank, static_cast<uint64_t>(stream), counter))
+          << "rank " << rank << ", stream " << static_cast<int>(stream) << ", counter " << counter;
+      // The same key through two paths: the library's generator, and one seeded here.
+      auto library = stream_generator(seed, rank, stream, counter);
+      auto by_hand = at::make_generator<at::CPUGeneratorImpl>(key);
+      const auto draw = torch::randn({8}, library);
+      EXPECT_TRUE(torch::equal(draw, torch::randn({8}, by_hand))) << "counter " << counter;
+      keys.push_back(static_cast<int64_t>(key));
+      draws.push_back(draw);
+    }
+  }
+  // Every (rank, stream, counter) of every rank: distinct keys and distinct draws.
+  const auto all_keys = all_gather(torch::tensor(keys)).view({-1});
+  const auto all_draws = all_gather(torch::stack(draws)).view({-1, 8});
+  const int64_t expected = world().size() * static_cast<int64_t>(streams.size()) * counters;
+  ASSERT_EQ(all_keys.numel(), expected);
+  ASSERT_EQ(all_draws.size(0), expected);
+  EXPECT_EQ(std::get<0>(torch::_unique(all_keys)).numel(), expected) << "two streams share a key";
+  EXPECT_EQ(std::get<0>(torch::unique_dim(all_draws, 0)).size(0), expected) << "two streams share a draw";
 }
 
 // With more and with fewer shard files than ranks, and unequal shards: one epoch of every

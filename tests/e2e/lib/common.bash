@@ -1,21 +1,44 @@
 # Shared by the end-to-end scripts: a scratch directory, named checks that are counted,
 # and mpirun with the flags a root container with few cores needs.
+#
+#   check NAME COMMAND...   runs COMMAND; prints "ok   NAME" or "FAIL NAME" and counts it
+#   needs_python NAME       true when $py imports torch and h5py; otherwise prints
+#                           "skip NAME (...)", counts one skipped check and returns 1. Put
+#                           every check that needs them (directly, or through a file or
+#                           checkpoint read or written by Python) behind it:
+#                             needs_python "x" && check "x" $py -c "..."
+#                             if needs_python "y"; then ...several commands and checks...; fi
+#   finish                  prints "N passed, N failed, N skipped" as the script's last
+#                           line; exit 1 if any check failed, 77 (skipped) if every check
+#                           was skipped, else 0
+#
+# $py is /usr/bin/python3 unless DIFFTRAIN_PYTHON names another interpreter (one without
+# torch shows what runs without it); $have_python is true or false accordingly, for set-up
+# steps that are not checks (`$have_python && $py make_files.py`).
 difftrain=$(realpath "$1")
 mpirun_bin=${2:-mpirun}
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
-py=/usr/bin/python3
-$py -c "import torch, h5py" 2>/dev/null || { echo "skip: needs python3-torch and python3-h5py"; exit 77; }
+py=${DIFFTRAIN_PYTHON:-/usr/bin/python3}
+if $py -c "import torch, h5py" 2>/dev/null; then have_python=true; else have_python=false; fi
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
 cd "$work"
-passes=0 failures=0
-check() {  # check NAME COMMAND...: runs COMMAND, counts and prints the outcome
+passes=0 failures=0 skips=0
+check() {
   local name=$1; shift
   if "$@"; then echo "ok   $name"; passes=$((passes + 1)); else echo "FAIL $name"; failures=$((failures + 1)); fi
 }
+needs_python() {
+  $have_python && return 0
+  echo "skip $1 (needs torch and h5py in $py)"
+  skips=$((skips + 1))
+  return 1
+}
 finish() {
-  echo "$passes passed, $failures failed"
-  [[ $failures -eq 0 ]]
+  echo "$passes passed, $failures failed, $skips skipped"
+  if [[ $failures -gt 0 ]]; then exit 1; fi
+  if [[ $passes -eq 0 && $skips -gt 0 ]]; then exit 77; fi
+  exit 0
 }
 mpi() { "$mpirun_bin" --allow-run-as-root --oversubscribe --bind-to none -x OMP_NUM_THREADS=1 -x OPENBLAS_NUM_THREADS=1 "$@"; }
 # one_error_line FILE TEXT: exactly one "difftrain: error:" line in FILE, holding TEXT, and
@@ -27,7 +50,7 @@ one_error_line() {
 checkpoint_step() { $py -c "import torch,sys; print(torch.load(sys.argv[1])['step'])" "$1"; }
 loads() { "$difftrain" sample --checkpoint "$1" --out "$work/probe.h5" --n 4 --steps 2 >/dev/null 2>&1; }
 wait_for() {  # wait_for SECONDS COMMAND...: polls until COMMAND succeeds
-  local limit=$1; shift
+  local limit=$1 i; shift
   for ((i = 0; i < limit * 10; i++)); do "$@" && return 0; sleep 0.1; done
   return 1
 }

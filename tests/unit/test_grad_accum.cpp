@@ -1,0 +1,100 @@
+// Gradient accumulation: a step on k micro-batches of b examples is the step on one batch
+// of k*b examples, built here by hand from the same rows and the same sigma/eps draws.
+#include <gtest/gtest.h>
+
+#include "difftrain/config.h"
+#include "difftrain/data/prepare.h"
+#include "difftrain/data/swissroll.h"
+#include "difftrain/diffusion.h"
+#include "difftrain/dist/communicator.h"
+#include "difftrain/models/registry.h"
+#include "difftrain/train/checkpoint.h"
+#include "difftrain/train/optimizer.h"
+#include "difftrain/train/random_streams.h"
+#include "difftrain/train/trainer.h"
+#include "test_util.h"
+
+namespace difftrain {
+namespace {
+
+Communicator& single_rank() {
+  static auto comm = make_communicator("mpi");
+  return *comm;
+}
+
+// Each element of `got` within float tolerance of `want`; the message names the worst one.
+void expect_close(const std::vector<torch::Tensor>& got, const std::vector<torch::Tensor>& want, const char* what,
+                  int64_t step) {
+  ASSERT_EQ(got.size(), want.size());
+  ASSERT_FALSE(got.empty());
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    ASSERT_EQ(got[i].sizes(), want[i].sizes()) << what << " " << i;
+    EXPECT_TRUE(torch::allclose(got[i], want[i], /*rtol=*/1e-5, /*atol=*/1e-8))
+        << what << " " << i << " after step " << step << ": max difference "
+        << (got[i] - want[i]).abs().max().item<double>() << ", largest value " << want[i].abs().max().item<double>();
+  }
+}
+
+std::vector<torch::Tensor> values(const std::vector<torch::Tensor>& params) {
+  std::vector<torch::Tensor> out;
+  for (const auto& p : params) out.push_back(p.detach().clone());
+  return out;
+}
+
+std::vector<torch::Tensor> grads(const std::vector<torch::Tensor>& params) {
+  std::vector<torch::Tensor> out;
+  for (const auto& p : params) out.push_back(p.grad().detach().clone());
+  return out;
+}
+
+TEST(GradAccum, MicroBatchesEqualOneBatchOfTheirUnion) {
+  const int64_t k = 4, b = 5, steps = 3;
+  test::TempDir dir;
+  prepare_swissroll(dir / "data", 1);
+  // A warm-up, so the learning rate differs per step; AdamW with its default weight decay.
+  const Config config = parse_config(
+      "", "test",
+      {"data.path=" + (dir / "data"), "run_dir=" + (dir / "run"), "train.steps=10",
+       fmt::format("train.batch_size={}", k * b), fmt::format("train.grad_accum={}", k), "train.warmup_steps=5"});
+  Trainer trainer(config, single_rank());
+  trainer.synchronize();
+  ASSERT_EQ(trainer.per_rank_batch(), b);
+
+  // The reference: a copy of the initial weights, an optimizer made the same way.
+  auto reference = make_model(config.model, {2});
+  load_state_dict(*reference, state_dict(trainer.model()), "initial weights");
+  auto optimizer = make_optimizer(reference->parameters(), config.train);
+  const Schedule schedule = make_schedule(config.schedule);
+  const Parameterization parameterization = parse_parameterization(config.model.parameterization);
+  const auto points = swissroll_points();
+
+  for (int64_t s = 1; s <= steps; ++s) {
+    std::vector<torch::Tensor> micro_batches, x0, sigma, eps;
+    for (int64_t m = 0; m < k; ++m) {
+      micro_batches.push_back(points.narrow(0, ((s - 1) * k + m) * b, b));
+      // Micro-batch m of step s draws from the streams at counter (s-1)*k + m.
+      const auto counter = static_cast<uint64_t>((s - 1) * k + m);
+      auto sigma_gen = stream_generator(config.seed, 0, Stream::sigma, counter);
+      auto eps_gen = stream_generator(config.seed, 0, Stream::eps, counter);
+      const auto part = generate_train_sample(micro_batches.back(), schedule, sigma_gen, eps_gen);
+      x0.push_back(part.x0), sigma.push_back(part.sigma), eps.push_back(part.eps);
+    }
+    const TrainSample whole{torch::cat(x0), torch::cat(sigma), torch::cat(eps)};
+    ASSERT_EQ(whole.x0.size(0), k * b);
+    optimizer->zero_grad();
+    const auto loss = training_loss(*reference, parameterization, whole);
+    loss.backward();
+
+    const auto stats = trainer.step(micro_batches, s);
+    ASSERT_FALSE(stats.skipped);
+    EXPECT_NEAR(stats.loss, loss.item<double>(), 1e-5 * loss.item<double>()) << "step " << s;
+    expect_close(grads(trainer.model().parameters()), grads(reference->parameters()), "gradient", s);
+
+    set_learning_rate(*optimizer, learning_rate(config.train, s));
+    optimizer->step();
+    expect_close(values(trainer.model().parameters()), values(reference->parameters()), "parameter", s);
+  }
+}
+
+}  // namespace
+}  // namespace difftrain
