@@ -183,13 +183,7 @@ void Trainer::prepare_run_dir() {
   } else if (fs::exists(metrics)) {
     // Resuming from an older checkpoint: the records after it describe steps that will be
     // trained again, so they go.
-    std::ifstream in(metrics);
-    std::string kept, line;
-    while (std::getline(in, line)) {
-      const auto at = line.find("\"step\": ");
-      if (at != std::string::npos && std::stoll(line.substr(at + 8)) <= resumed_->step) kept += line + "\n";
-    }
-    write_file_atomically(metrics.string(), kept);
+    keep_metrics_through(metrics.string(), resumed_->step);
   }
   write_file_atomically((run / "config.yaml").string(), to_yaml(config_));
 }
