@@ -73,7 +73,7 @@ void refuse_outputs_over_inputs(const SampleOptions& o, const Config& config) {
     const auto output = identify(path);
     for (const auto& [input, what] : inputs)
       if (same_file(output, identify(input)))
-        fail("sample: {} {} would overwrite {} {}; write to another file", option, path, what, input);
+        fail("sample: {} {} would overwrite {} ({}); write to another file", option, path, input, what);
   }
 }
 

@@ -14,7 +14,8 @@ if ! why=$(mount -t tmpfs -o size=2m tmpfs "$disk" 2>&1); then
   exit 77
 fi
 # Unmount first, then whatever common.bash set up to happen at exit.
-common_exit=$(trap -p EXIT | sed -E "s/^trap -- '(.*)' EXIT$/\1/")
+eval "common_trap=($(trap -p EXIT))"  # (trap -- COMMAND EXIT)
+common_exit=${common_trap[2]:-}
 trap "umount -l '$disk' 2>/dev/null; $common_exit" EXIT
 
 fill_leaving() {  # fill_leaving KIB: fills the disk, then frees KIB KiB of it
@@ -31,7 +32,7 @@ expect_failure() {  # expect_failure NAME TEXT: the last command (status $rc, st
   check "$1: one error line naming $2" one_error_line err.txt "$2"
   check "$1: the error says the disk is full" grep -q "No space left on device" err.txt
   check "$1: no 'wrote' line" test ! -s out.txt
-  sed 's/^/    | /' err.txt | head -5
+  grep 'difftrain: error:' err.txt | sed 's/^/    | /'
 }
 
 tiny=(model.hidden_dims=[16,16] train.batch_size=20)
@@ -86,7 +87,7 @@ train run_dir="$disk/run" train.steps=10 train.log_every=5
 check "set-up: a run on the disk" test "$rc" -eq 0 -a -s "$disk/run/checkpoints/latest.pt"
 cp "$disk/run/checkpoints/latest.pt" latest.before
 after_failed_run() {  # after_failed_run NAME: what every failed run must leave
-  sed 's/^/    | /' err.txt | head -5
+  grep 'difftrain: error:' err.txt | sed 's/^/    | /'
   check "$1: previous latest.pt byte for byte" cmp -s "$disk/run/checkpoints/latest.pt" latest.before
   check "$1: metrics.jsonl ends with a whole line" ends_with_newline "$disk/run/metrics.jsonl"
   check "$1: every metrics line is whole" every_line_whole "$disk/run/metrics.jsonl"
@@ -111,7 +112,7 @@ fill_leaving 0
 train run_dir="$disk/fresh" train.steps=10
 check "config.yaml on a full disk: exit 1" test "$rc" -eq 1
 check "config.yaml on a full disk: one error line naming it" one_error_line err.txt "config.yaml: .*No space left on device"
-sed 's/^/    | /' err.txt | head -5
+grep 'difftrain: error:' err.txt | sed 's/^/    | /'
 check "config.yaml on a full disk: no config.yaml" test ! -e "$disk/fresh/config.yaml"
 check "config.yaml on a full disk: no temporaries" no_temporaries "$disk"
 free_up

@@ -28,14 +28,14 @@ refused() {  # refused NAME TEXT SAMPLE-ARGS...: refused with one line holding T
   check "$name: the inputs byte for byte" \
     bash -c 'for f in before/*; do case $f in *.pt) g=run/checkpoints/${f#before/};; *) g=data/${f#before/};; esac; cmp -s "$f" "$g" || exit 1; done'
 }
-refused "--out the checkpoint" "--out $ckpt would overwrite the checkpoint" --out "$ckpt"
-refused "--out a step file" "--out run/checkpoints/step-0000010.pt would overwrite a checkpoint of the run" \
+refused "--out the checkpoint" "--out $ckpt would overwrite $ckpt (the checkpoint)" --out "$ckpt"
+refused "--out a step file" "--out run/checkpoints/step-0000010.pt would overwrite run/checkpoints/step-0000010.pt (a checkpoint of the run)" \
   --out run/checkpoints/step-0000010.pt
-refused "--png the checkpoint by another path" "--png run/../run/checkpoints/latest.pt would overwrite" \
+refused "--png the checkpoint by another path" "--png run/../run/checkpoints/latest.pt would overwrite $ckpt (the checkpoint)" \
   --out ok.h5 --png run/../run/checkpoints/latest.pt
-refused "--png a data shard" "--png data/shard-00000.h5 would overwrite training data" --out ok.h5 --png data/shard-00000.h5
-refused "--out a hard link to the checkpoint" "--out hardlink.pt would overwrite the checkpoint $ckpt" --out hardlink.pt
-refused "--out a symlink to a data shard" "--out symlink.h5 would overwrite training data" --out symlink.h5
+refused "--png a data shard" "--png data/shard-00000.h5 would overwrite data/shard-00000.h5 (training data)" --out ok.h5 --png data/shard-00000.h5
+refused "--out a hard link to the checkpoint" "--out hardlink.pt would overwrite $ckpt (the checkpoint)" --out hardlink.pt
+refused "--out a symlink to a data shard" "--out symlink.h5 would overwrite data/shard-00001.h5 (training data)" --out symlink.h5
 refused "--out equal to --png" "--out same.h5 and --png ./same.h5 name the same file" --out same.h5 --png ./same.h5
 check "refused: nothing written" test ! -e ok.h5 -a ! -e same.h5
 
