@@ -5,7 +5,6 @@
 #include <array>
 #include <cmath>
 
-#include "difftrain/atomic_file.h"
 #include "difftrain/error.h"
 
 namespace difftrain {
@@ -14,16 +13,20 @@ namespace {
 
 using Rgb = std::array<uint8_t, 3>;
 
-void write_png(const std::string& path, int width, int height, int channels, const std::vector<uint8_t>& pixels) {
-  write_atomically(path, [&](const std::string& tmp) {
-    if (!stbi_write_png(tmp.c_str(), width, height, channels, pixels.data(), width * channels))
-      fail("{}: cannot write PNG", path);
-  });
+std::vector<char> encode_png(int width, int height, int channels, const std::vector<uint8_t>& pixels) {
+  std::vector<char> png;
+  const auto append = [](void* out, void* data, int size) {
+    auto& png = *static_cast<std::vector<char>*>(out);
+    png.insert(png.end(), static_cast<const char*>(data), static_cast<const char*>(data) + size);
+  };
+  if (!stbi_write_png_to_func(append, &png, width, height, channels, pixels.data(), width * channels))
+    fail("png: cannot encode a {}x{} picture with {} channels", width, height, channels);
+  return png;
 }
 
 }  // namespace
 
-void write_scatter_png(const std::string& path, const torch::Tensor& samples, const torch::Tensor& data, int size) {
+std::vector<char> scatter_png(const torch::Tensor& samples, const torch::Tensor& data, int size) {
   if (samples.dim() != 2 || samples.size(1) != 2) fail("scatter plot: expected points [n, 2], got {}", samples.sizes());
   auto all = data.defined() ? torch::cat({samples, data.to(samples.dtype())}) : samples;
   all = all.to(torch::kFloat64);
@@ -52,10 +55,10 @@ void write_scatter_png(const std::string& path, const torch::Tensor& samples, co
   };
   draw(samples, 2, Rgb{70, 130, 220});                  // samples: blue
   if (data.defined()) draw(data, 3, Rgb{220, 60, 40});  // data: red, on top
-  write_png(path, size, size, 3, pixels);
+  return encode_png(size, size, 3, pixels);
 }
 
-void write_image_grid_png(const std::string& path, const torch::Tensor& images) {
+std::vector<char> image_grid_png(const torch::Tensor& images) {
   if (images.dim() != 4 || (images.size(1) != 1 && images.size(1) != 3))
     fail("image grid: expected images [n, 1 or 3, H, W], got {}", images.sizes());
   const int64_t n = images.size(0), c = images.size(1), h = images.size(2), w = images.size(3);
@@ -71,7 +74,7 @@ void write_image_grid_png(const std::string& path, const torch::Tensor& images) 
     for (int64_t y = 0; y < h; ++y)
       std::copy_n(src + ((k * h + y) * w) * c, w * c, canvas.begin() + ((y0 + y) * W + x0) * c);
   }
-  write_png(path, static_cast<int>(W), static_cast<int>(H), static_cast<int>(c), canvas);
+  return encode_png(static_cast<int>(W), static_cast<int>(H), static_cast<int>(c), canvas);
 }
 
 }  // namespace difftrain

@@ -1,5 +1,7 @@
 #include "difftrain/data/hdf5_file.h"
 
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
 
 #include "difftrain/error.h"
@@ -21,10 +23,13 @@ std::recursive_mutex& library_mutex() {
   return mutex;
 }
 
-void Handle::reset() {
+void Handle::reset() { (void)close(); }
+
+bool Handle::close() {
   Lock lock(library_mutex());
-  if (id_ >= 0 && closer_) closer_(id_);
-  id_ = H5I_INVALID_HID;
+  const bool ok = id_ < 0 || !closer_ || closer_(id_) >= 0;
+  id_ = H5I_INVALID_HID;  // a failed close releases the id all the same
+  return ok;
 }
 
 void silence_errors() { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
@@ -44,6 +49,22 @@ Handle open_file(const std::string& path) {
 }
 
 namespace {
+
+// HDF5's own report of a failed call is a stack of several lines; the part a user can act
+// on is the system's reason ("errno = 28" in the file driver's entry, No space left on
+// device). Call right after the failing call: the next one clears the stack.
+std::string system_reason() {
+  int code = 0;
+  H5Ewalk2(
+      H5E_DEFAULT, H5E_WALK_DOWNWARD,
+      [](unsigned, const H5E_error2_t* entry, void* found) -> herr_t {
+        const char* at = entry->desc ? std::strstr(entry->desc, "errno = ") : nullptr;
+        if (at) *static_cast<int*>(found) = std::atoi(at + 8);
+        return 0;
+      },
+      &code);
+  return code > 0 ? fmt::format(": {}", std::strerror(code)) : "";
+}
 
 hid_t memory_type(const torch::Tensor& t, const std::string& name) {
   switch (t.scalar_type()) {
@@ -70,20 +91,30 @@ void write_one(hid_t file, const std::string& path, const std::string& name, con
   Handle ds(H5Dcreate2(file, name.c_str(), type, space.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT), H5Dclose);
   if (!ds) fail("{}: cannot create dataset '{}'", path, name);
   if (t.numel() > 0 && H5Dwrite(ds.get(), type, H5S_ALL, H5S_ALL, H5P_DEFAULT, t.data_ptr()) < 0)
-    fail("{}: cannot write dataset '{}'", path, name);
+    fail("{}: cannot write dataset '{}'{}", path, name, system_reason());
+  if (!ds.close()) fail("{}: cannot write dataset '{}'{}", path, name, system_reason());
+}
+
+// Writes into the new file `tmp`; messages name `path`, the file the user asked for.
+void write_file(const std::string& tmp, const std::string& path, const Datasets& datasets) {
+  Lock lock(library_mutex());
+  silence_errors();
+  Handle file(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose);
+  if (!file) fail("{}: cannot create HDF5 file{}", path, system_reason());
+  for (const auto& [name, tensor] : datasets) write_one(file.get(), path, name, tensor);
+  if (!file.close()) fail("{}: cannot finish writing the HDF5 file{}", path, system_reason());
 }
 
 }  // namespace
 
-void write_datasets(const std::string& path, const std::vector<std::pair<std::string, torch::Tensor>>& datasets) {
-  Lock lock(library_mutex());
-  silence_errors();
-  write_atomically(path, [&](const std::string& tmp) {
-    Handle file(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose);
-    if (!file) fail("{}: cannot create HDF5 file", path);
-    for (const auto& [name, tensor] : datasets) write_one(file.get(), path, name, tensor);
-    if (H5Fflush(file.get(), H5F_SCOPE_GLOBAL) < 0) fail("{}: cannot flush HDF5 file", path);
-  });
+void write_datasets(const std::string& path, const Datasets& datasets) {
+  StagedFiles file;
+  stage_datasets(file, path, datasets);
+  file.publish();
+}
+
+void stage_datasets(StagedFiles& files, const std::string& path, const Datasets& datasets) {
+  files.stage(path, [&](const std::string& tmp) { write_file(tmp, path, datasets); });
 }
 
 }  // namespace difftrain::h5

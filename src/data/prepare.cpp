@@ -31,25 +31,31 @@ std::vector<std::string> publish_shards(const std::string& out_dir, int64_t shar
   namespace fs = std::filesystem;
   const fs::path out = fs::absolute(out_dir).lexically_normal();
   const fs::path scratch = out.parent_path() / fmt::format(".{}.tmp.{}", out.filename().string(), ::getpid());
-  fs::remove_all(scratch);
-  fs::create_directories(scratch);
   std::vector<std::string> paths;
   try {
+    fs::remove_all(scratch);
+    fs::create_directories(scratch);
     for (int64_t k = 0; k < shards; ++k) write(k, shard_path(scratch.string(), k));
     fs::create_directories(out);
-    static const std::regex shard_file(R"(shard-\d+\.h5)");
-    for (const auto& e : fs::directory_iterator(out))
-      if (std::regex_match(e.path().filename().string(), shard_file)) fs::remove(e.path());
+    // The new shards replace the old ones name for name (a rename over an existing name
+    // needs no space, even on a full disk); only then do the old ones beyond K go.
     for (int64_t k = 0; k < shards; ++k) {
       paths.push_back(shard_path(out_dir, k));
       fs::rename(shard_path(scratch.string(), k), paths.back());
     }
-  } catch (...) {
+    static const std::regex shard_file(R"(shard-(\d+)\.h5)");
+    std::smatch index;
+    for (const auto& e : fs::directory_iterator(out)) {
+      const std::string name = e.path().filename().string();
+      if (std::regex_match(name, index, shard_file) && std::stoll(index[1]) >= shards) fs::remove(e.path());
+    }
+  } catch (const std::exception& e) {
     std::error_code ec;
     fs::remove_all(scratch, ec);
-    throw;
+    fail("prepare: cannot write the shards of {}: {}", out_dir, one_line(e));
   }
-  fs::remove_all(scratch);
+  std::error_code ec;
+  fs::remove_all(scratch, ec);
   return paths;
 }
 

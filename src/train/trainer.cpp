@@ -4,7 +4,6 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
-#include <fstream>
 #include <utility>
 
 #include "difftrain/atomic_file.h"
@@ -107,6 +106,15 @@ void Trainer::resume() {
   resumed_ = std::move(point);
 }
 
+void Trainer::record_resume() {
+  nlohmann::ordered_json changed = nlohmann::ordered_json::object();
+  for (const auto& c : resume_changes_) changed[c.key] = {{"from", c.before}, {"to", c.after}};
+  metrics_->write(nlohmann::ordered_json{{"step", resumed_->checkpoint.step},
+                                         {"event", "resume"},
+                                         {"checkpoint", resumed_->path},
+                                         {"changed", changed}});
+}
+
 void Trainer::synchronize() {
   std::string failure;
   if (comm_.rank() == 0) {
@@ -116,6 +124,7 @@ void Trainer::synchronize() {
       resume();
       prepare_run_dir();
       metrics_ = std::make_unique<MetricsLog>(config_.run_dir);
+      if (resumed_) record_resume();
     } catch (const std::exception& e) {
       failure = one_line(e);
       if (lock_) lock_->release_and_remove_if_new(), lock_.reset();
@@ -177,13 +186,7 @@ void Trainer::prepare_run_dir() {
   } else if (fs::exists(metrics)) {
     // Resuming from an older checkpoint: the records after it describe steps that will be
     // trained again, so they go.
-    std::ifstream in(metrics);
-    std::string kept, line;
-    while (std::getline(in, line)) {
-      const auto at = line.find("\"step\": ");
-      if (at != std::string::npos && std::stoll(line.substr(at + 8)) <= resumed_->checkpoint.step) kept += line + "\n";
-    }
-    write_file_atomically(metrics.string(), kept);
+    keep_metrics_through(metrics.string(), resumed_->checkpoint.step);
   }
   write_file_atomically((run / "config.yaml").string(), to_yaml(config_));
 }

@@ -150,6 +150,22 @@ TEST(Resume, MetricsFromAfterAnOlderCheckpointAreDropped) {
   EXPECT_EQ(steps, (std::vector<int64_t>{25, 50, 60}));
 }
 
+TEST(Resume, MetricsKeepOtherRecordsByStepAndLoseALineTornByACrash) {
+  test::TempDir dir;
+  train(config_for(dir, "run", 50));  // logs at 25, 50
+  const std::string metrics = dir / "run/metrics.jsonl";
+  // A record of another kind, written without spaces, and the start of a line that a crash
+  // cut short ("step": 7 would fool a search of the text).
+  std::ofstream(metrics, std::ios::app) << "{\"step\":50,\"event\":\"note\"}\n{\"step\": 7, \"loss\": 0.";
+  train(config_for(dir, "run", 75));  // resumes at 50, logs at 75
+  std::ifstream in(metrics);
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  ASSERT_EQ(lines.size(), 4u);
+  EXPECT_EQ(lines[2], "{\"step\":50,\"event\":\"note\"}");
+  EXPECT_EQ(lines[3].rfind("{\"step\": 75, ", 0), 0u) << lines[3];
+}
+
 TEST(Resume, DataPositionIsRestoredNotRecomputed) {
   // 10 steps of 20 examples consume 200; resumed with batches of 10, the run continues at
   // example 200 of the share, so 5 more steps end at 250 (recomputing from the step with

@@ -1,13 +1,20 @@
 #pragma once
 // Small RAII layer over the HDF5 C API: handles that close themselves, and whole-tensor
 // writes that land atomically (temporary file, fsync, rename).
+//
+// HDF5 caches what it writes: on a full disk H5Dwrite succeeds and the failure shows only
+// when the dataset or file is closed. Writers therefore close with close(), which reports
+// it; the destructor's close is for readers and error paths, where nothing is left to lose.
 #include <hdf5.h>
 
 #include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <torch/torch.h>
+
+#include "difftrain/atomic_file.h"
 
 namespace difftrain::h5 {
 
@@ -23,6 +30,8 @@ class Handle {
   Handle& operator=(const Handle&) = delete;
   ~Handle() { reset(); }
   void reset();
+  // Closes now; false when HDF5 reports a failure (data that did not reach the disk).
+  [[nodiscard]] bool close();
   hid_t get() const { return id_; }
   explicit operator bool() const { return id_ >= 0; }
 
@@ -42,8 +51,12 @@ using Lock = std::lock_guard<std::recursive_mutex>;
 // Opens `path` read-only; an error names the file and whether it is missing or not HDF5.
 Handle open_file(const std::string& path);
 
+using Datasets = std::vector<std::pair<std::string, torch::Tensor>>;
+
 // Writes each (name, tensor) as a dataset (float32, int64 or uint8) into a new file at
 // `path`, atomically: nothing is left at `path` unless the whole file was written.
-void write_datasets(const std::string& path, const std::vector<std::pair<std::string, torch::Tensor>>& datasets);
+void write_datasets(const std::string& path, const Datasets& datasets);
+// The same, staged with other files that must land together (see StagedFiles).
+void stage_datasets(StagedFiles& files, const std::string& path, const Datasets& datasets);
 
 }  // namespace difftrain::h5

@@ -5,6 +5,8 @@
 #include <cstdio>
 #include <string>
 
+#include <nlohmann/json_fwd.hpp>
+
 namespace difftrain {
 
 // Seconds per step spent in each phase, averaged over a logging window.
@@ -30,10 +32,14 @@ class MetricsLog {
   ~MetricsLog();
   MetricsLog(const MetricsLog&) = delete;
   MetricsLog& operator=(const MetricsLog&) = delete;
+  // Appends one line. A failed append (a full disk) is cut back off, so the file never ends
+  // in half a line, and throws an Error naming the file.
   void write(const LogRecord& record);
+  void write(const nlohmann::ordered_json& record);  // any record; it should carry a "step"
 
  private:
-  std::FILE* file_ = nullptr;
+  std::string path_;
+  int fd_ = -1;
 };
 
 class Progress {
@@ -48,6 +54,14 @@ class Progress {
   bool dirty_ = false;
 };
 
+// One line of JSON, keys in the order above, laid out as Python's json.dumps does
+// ({"step": 100, "loss": 0.25, ...}); a non-finite value is null (JSON has no NaN).
 std::string json_record(const LogRecord& record);
+
+// Resuming at `step` (from a checkpoint that may be older than the log): keeps the records
+// of the metrics file at `path` whose "step" is <= `step`, whatever their other keys, and
+// drops a torn last line (a crash mid-append); the file is rewritten atomically. Any other
+// line that is not a JSON object with an integer "step" is an error naming file and line.
+void keep_metrics_through(const std::string& path, int64_t step);
 
 }  // namespace difftrain

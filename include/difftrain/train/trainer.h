@@ -105,6 +105,8 @@ class Trainer {
   int64_t consecutive_bad_ = 0;
 
   void resume();
+  // A metrics.jsonl record of where the run resumed and which settings changed.
+  void record_resume();
   void prepare_run_dir();
   void save(int64_t step);
   // Every rank learns whether any rank holds a failure (a checkpoint it could not write);
