@@ -6,6 +6,8 @@
 #include <filesystem>
 #include <utility>
 
+#include <nlohmann/json.hpp>
+
 #include "difftrain/atomic_file.h"
 #include "difftrain/error.h"
 #include "difftrain/models/registry.h"

@@ -4,6 +4,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include <nlohmann/json.hpp>
+
 #include "difftrain/config.h"
 #include "difftrain/data/prepare.h"
 #include "difftrain/data/swissroll.h"
@@ -52,6 +54,19 @@ Finished train(const Config& config, TrainOptions options = {}) {
   f.optimizer = optimizer_state(trainer.optimizer());
   return f;
 }
+
+// The steps of metrics.jsonl's log records, and of its records of one kind of event.
+std::vector<int64_t> steps_of(const std::string& path, const std::string& event) {
+  std::ifstream in(path);
+  std::vector<int64_t> steps;
+  for (std::string line; std::getline(in, line);) {
+    const auto record = nlohmann::json::parse(line);
+    if (record.value("event", "") == event) steps.push_back(record.at("step").get<int64_t>());
+  }
+  return steps;
+}
+std::vector<int64_t> log_steps(const std::string& path) { return steps_of(path, ""); }
+std::vector<int64_t> event_steps(const std::string& path, const std::string& event) { return steps_of(path, event); }
 
 void expect_bitwise_equal(const torch::OrderedDict<std::string, torch::Tensor>& a,
                           const torch::OrderedDict<std::string, torch::Tensor>& b, const char* what) {
@@ -113,9 +128,10 @@ TEST_P(ResumeBitwise, SplitRunEqualsUninterrupted) {
     EXPECT_TRUE(torch::equal(x.at("exp_avg").toTensor(), y.at("exp_avg").toTensor()));
     EXPECT_TRUE(torch::equal(x.at("exp_avg_sq").toTensor(), y.at("exp_avg_sq").toTensor()));
   }
-  // Metrics continue in the same file: logs at 25, 50, 75, 100, 103, then 125 ... 200.
-  std::ifstream in(dir / "split/metrics.jsonl");
-  EXPECT_EQ(std::count(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>(), '\n'), 9);
+  // Metrics continue in the same file: logs at 25, 50, 75, 100, 103, then 125 ... 200, and
+  // the record of the resume at 103.
+  EXPECT_EQ(log_steps(dir / "split/metrics.jsonl"), (std::vector<int64_t>{25, 50, 75, 100, 103, 125, 150, 175, 200}));
+  EXPECT_EQ(event_steps(dir / "split/metrics.jsonl", "resume"), (std::vector<int64_t>{103}));
 }
 
 INSTANTIATE_TEST_SUITE_P(Resume, ResumeBitwise,
@@ -144,10 +160,8 @@ TEST(Resume, MetricsFromAfterAnOlderCheckpointAreDropped) {
   TrainOptions older;
   older.resume = dir / "run/checkpoints/step-0000025.pt";
   train(config_for(dir, "run", 60), older);  // logs at 50, 60
-  std::ifstream in(dir / "run/metrics.jsonl");
-  std::vector<int64_t> steps;
-  for (std::string line; std::getline(in, line);) steps.push_back(std::stoll(line.substr(line.find("\"step\": ") + 8)));
-  EXPECT_EQ(steps, (std::vector<int64_t>{25, 50, 60}));
+  EXPECT_EQ(log_steps(dir / "run/metrics.jsonl"), (std::vector<int64_t>{25, 50, 60}));
+  EXPECT_EQ(event_steps(dir / "run/metrics.jsonl", "resume"), (std::vector<int64_t>{25}));
 }
 
 TEST(Resume, MetricsKeepOtherRecordsByStepAndLoseALineTornByACrash) {
@@ -161,9 +175,10 @@ TEST(Resume, MetricsKeepOtherRecordsByStepAndLoseALineTornByACrash) {
   std::ifstream in(metrics);
   std::vector<std::string> lines;
   for (std::string line; std::getline(in, line);) lines.push_back(line);
-  ASSERT_EQ(lines.size(), 4u);
+  ASSERT_EQ(lines.size(), 5u);
   EXPECT_EQ(lines[2], "{\"step\":50,\"event\":\"note\"}");
-  EXPECT_EQ(lines[3].rfind("{\"step\": 75, ", 0), 0u) << lines[3];
+  EXPECT_EQ(lines[3].rfind("{\"step\": 50, \"event\": \"resume\"", 0), 0u) << lines[3];
+  EXPECT_EQ(lines[4].rfind("{\"step\": 75, ", 0), 0u) << lines[4];
 }
 
 TEST(Resume, DataPositionIsRestoredNotRecomputed) {
