@@ -24,12 +24,13 @@ status_within() {
   kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rc=hung
 }
 
-# catches_sigterm PID: PID has its own SIGTERM handler (the set-up is under way: a signal
-# before that would meet the default action and prove nothing)
-catches_sigterm() {
+# handlers_installed PID: difftrain has installed its stop handlers (the set-up is under
+# way: a signal before that would meet the default action and prove nothing). SIGUSR1 tells
+# it: the shell that forked PID catches SIGTERM itself, but not SIGUSR1.
+handlers_installed() {
   local mask
   mask=$(awk '/^SigCgt:/ {print $2}' "/proc/$1/status" 2>/dev/null) || return 1
-  [[ -n $mask ]] && (((16#$mask >> 14) & 1))
+  [[ -n $mask ]] && (((16#$mask >> 9) & 1))
 }
 
 # --- a second training on a busy run directory is refused at once, naming the holder
@@ -60,7 +61,7 @@ mkfifo cfg.fifo
 for sig in TERM INT HUP; do
   "$difftrain" train cfg.fifo >out.txt 2>err.txt &
   pid=$!
-  wait_for 60 catches_sigterm "$pid"
+  wait_for 60 handlers_installed "$pid"
   sleep 0.5
   kill -"$sig" "$pid"
   status_within 10 "$pid"
@@ -72,7 +73,7 @@ mpi -n 2 "$difftrain" train cfg.fifo >out.txt 2>err.txt &
 launcher=$!
 ranks_up() { [[ $(rank_pids cfg.fifo | wc -l) -eq 2 ]]; }
 wait_for 60 ranks_up
-for p in $(rank_pids cfg.fifo); do wait_for 60 catches_sigterm "$p"; done
+for p in $(rank_pids cfg.fifo); do wait_for 60 handlers_installed "$p"; done
 kill -TERM "$(rank_pids cfg.fifo | head -n 1)"
 kill -TERM "$(rank_pids cfg.fifo | tail -n 1)"
 status_within 20 "$launcher"
