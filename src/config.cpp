@@ -11,7 +11,9 @@
 #include <fmt/ranges.h>
 #include <yaml-cpp/yaml.h>
 
+#include "difftrain/diffusion.h"
 #include "difftrain/error.h"
+#include "difftrain/schedule.h"
 
 namespace difftrain {
 namespace {
@@ -242,6 +244,7 @@ void resolve_schedule(ScheduleConfig& s) {
     fail("config: key 'schedule.type': expected one of loglinear, ddpm, ldm, sigmoid, cosine; got '{}'", t);
   }
   require(*s.N >= 1, "schedule.N", fmt::format("must be >= 1, got {}", *s.N));
+  validate_schedule(s);
 }
 
 }  // namespace
@@ -293,6 +296,10 @@ void resolve(Config& c) {
           fmt::format("must be in [1, 1e6] seconds, got {}", c.dist.timeout_s));
 
   require(c.sample.steps >= 1, "sample.steps", fmt::format("must be >= 1, got {}", c.sample.steps));
+  // sample.steps <= schedule.N is checked when sampling: the default 20 with a shorter
+  // schedule must not make the training config an error.
+  require(valid_gam(c.sample.gam), "sample.gam",
+          fmt::format("must be in [{}, {}], got {}", kMinGam, kMaxGam, c.sample.gam));
   require(c.sample.mu >= 0 && c.sample.mu < 1, "sample.mu", fmt::format("must be in [0, 1), got {}", c.sample.mu));
   require(c.sample.n >= 1, "sample.n", fmt::format("must be >= 1, got {}", c.sample.n));
 }

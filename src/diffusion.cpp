@@ -52,11 +52,23 @@ torch::Tensor predict_eps(Denoiser& model, Parameterization p, const torch::Tens
   fail("predict_eps: bad parameterization");
 }
 
+bool valid_gam(double gam) { return gam >= kMinGam && gam <= kMaxGam; }
+
+void require_finite_samples(const torch::Tensor& samples, const std::string& what) {
+  const int64_t bad = samples.numel() - torch::isfinite(samples).sum().item<int64_t>();
+  if (bad > 0) fail("{}: {} of {} values are NaN or Inf", what, bad, samples.numel());
+}
+
 torch::Tensor sample(const EpsFn& eps_hat, const torch::Tensor& sigmas, SamplerParams params,
                      torch::IntArrayRef shape, at::Generator& gen, torch::TensorOptions options) {
   if (!(params.mu >= 0 && params.mu < 1)) fail("sampler: mu must be in [0, 1), got {}", params.mu);
+  if (!valid_gam(params.gam)) fail("sampler: gam must be in [{}, {}], got {}", kMinGam, kMaxGam, params.gam);
   if (sigmas.dim() != 1 || sigmas.size(0) < 2)
     fail("sampler: expected at least 2 sigmas (steps + 1), got shape {}", sigmas.sizes());
+  const auto steps_down = sigmas.narrow(0, 1, sigmas.size(0) - 1) <= sigmas.narrow(0, 0, sigmas.size(0) - 1);
+  if (!(torch::isfinite(sigmas).all().item<bool>() && (sigmas > 0).all().item<bool>() &&
+        steps_down.all().item<bool>()))
+    fail("sampler: sigmas must be finite, > 0 and non-increasing");
   torch::NoGradGuard no_grad;
   const auto sig = sigmas.to(options);
   auto noise = [&] { return torch::randn(shape, gen, torch::kFloat32).to(options); };
@@ -69,7 +81,14 @@ torch::Tensor sample(const EpsFn& eps_hat, const torch::Tensor& sigmas, SamplerP
     const auto eps_av = i > 0 ? eps * params.gam + eps_prev * (1 - params.gam) : eps;
     // sig_prev = sig^mu * sig_p^(1 - mu): mu interpolates between deterministic DDIM (mu = 0)
     // and the stochastic DDPM step (mu = 1/2).
-    const auto sig_p = (s_prev / s.pow(params.mu)).pow(1 / (1 - params.mu));
+    // Mathematically sig_p <= sig_prev (as sig_prev <= sig), but rounding can put it an ulp
+    // above, and then sig_prev^2 - sig_p^2 < 0 makes eta NaN: clamped. Where sig_p was at
+    // or below sig_prev the clamp changes nothing, so those steps stay bit for bit. A
+    // repeated sigma (the trailing spacing's tail repeats sigma[0]) is a step of size zero:
+    // sig_p = sig_prev exactly, so eta = 0 and x stays as it is, rather than an ulp of
+    // rounding turning into noise of size sig * sqrt(2 ulp).
+    const auto formula = (s_prev / s.pow(params.mu)).pow(1 / (1 - params.mu));
+    const auto sig_p = torch::where(s_prev < s, torch::minimum(formula, s_prev), s_prev);
     const auto eta = (s_prev * s_prev - sig_p * sig_p).sqrt();
     x = x - (s - sig_p) * eps_av + eta * noise();
   }

@@ -1,7 +1,13 @@
 // The `difftrain` command: parses arguments and calls the library. DESIGN.md's "Commands"
 // section is the contract.
+#include <cmath>
+#include <string>
+#include <vector>
+
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <nlohmann/json.hpp>
 
 #include "difftrain/config.h"
 #include "difftrain/data/prepare.h"
@@ -26,13 +32,20 @@ void split_config_args(const std::vector<std::string>& args, std::string& config
   }
 }
 
-std::string format_float(float v) { return fmt::format("{:.9g}", v); }
-
-std::string json_array(const torch::Tensor& t) {
-  std::string out = "[";
-  const auto c = t.contiguous();
-  for (int64_t i = 0; i < c.numel(); ++i) out += (i ? ", " : "") + format_float(c.data_ptr<float>()[i]);
-  return out + "]";
+// JSON has no NaN or Inf: a schedule holding one is refused (validate_sigmas has already
+// refused such a config) rather than printed as bare `inf`. Every finite float32 prints as
+// its 9-significant-digit decimal, a valid JSON number that reads back to the same float32.
+// (nlohmann's own number printer would not keep that form: it prints the double it is given
+// in up to 17 digits, and a float in its shortest form.)
+std::string json_array(const torch::Tensor& t, const char* name) {
+  const auto c = t.to(torch::kFloat32).contiguous();
+  std::vector<std::string> values;
+  for (int64_t i = 0; i < c.numel(); ++i) {
+    const float v = c.data_ptr<float>()[i];
+    if (!std::isfinite(v)) fail("schedule: {}[{}] = {} is not finite, which JSON cannot hold", name, i, v);
+    values.push_back(fmt::format("{:.9g}", v));
+  }
+  return fmt::format("[{}]", fmt::join(values, ", "));
 }
 
 int cmd_schedule(const std::vector<std::string>& args, std::optional<int64_t> steps) {
@@ -41,8 +54,10 @@ int cmd_schedule(const std::vector<std::string>& args, std::optional<int64_t> st
   split_config_args(args, config_path, overrides);
   const Config config = load_config(config_path, overrides);
   const Schedule schedule = make_schedule(config.schedule);
-  std::string out = fmt::format("{{\"type\": \"{}\", \"sigmas\": {}", schedule.type(), json_array(schedule.sigmas()));
-  if (steps) out += fmt::format(", \"sample_sigmas\": {}", json_array(schedule.sample_sigmas(*steps)));
+  // The type string through nlohmann, which escapes whatever it holds.
+  std::string out = fmt::format("{{\"type\": {}, \"sigmas\": {}", nlohmann::json(schedule.type()).dump(),
+                                json_array(schedule.sigmas(), "sigmas"));
+  if (steps) out += fmt::format(", \"sample_sigmas\": {}", json_array(schedule.sample_sigmas(*steps), "sample_sigmas"));
   fmt::print("{}}}\n", out);
   return 0;
 }

@@ -1,6 +1,7 @@
 #include "difftrain/schedule.h"
 
 #include <cmath>
+#include <optional>
 #include <vector>
 
 #include "difftrain/error.h"
@@ -70,6 +71,64 @@ Schedule cosine_schedule(int64_t N, double max_beta) {
   }
   return {"cosine", sigmas_from_betas(torch::tensor(betas, torch::kFloat32))};
 }
+
+namespace {
+
+enum class SigmaFault { not_finite, not_positive, not_increasing };
+
+// The key to change when float32 cannot hold the schedule a config asks for, and how.
+struct Blame {
+  const char* key;
+  const char* hint;
+};
+
+Blame blame(const std::string& type, SigmaFault fault) {
+  if (type == "loglinear") {
+    switch (fault) {
+      case SigmaFault::not_finite: return {"schedule.sigma_max", "float32 holds at most 3.4e38; lower it"};
+      case SigmaFault::not_positive: return {"schedule.sigma_min", "it is below float32's smallest value; raise it"};
+      case SigmaFault::not_increasing:
+        return {"schedule.N", "float32 has fewer distinct values between sigma_min and sigma_max; lower it"};
+    }
+  }
+  const bool cosine = type == "cosine";
+  switch (fault) {
+    case SigmaFault::not_finite:
+      return {cosine ? "schedule.max_beta" : "schedule.beta_end",
+              cosine ? "prod(1 - beta) reaches 0 in float32 (a beta rounds to 1); lower it"
+                     : "prod(1 - beta) reaches 0 in float32 (betas near 1, or many of them); lower it or schedule.N"};
+    case SigmaFault::not_positive:
+      return {cosine ? "schedule.N" : "schedule.beta_start",
+              cosine ? "1 - beta rounds to 1 in float32; lower it" : "1 - beta rounds to 1 in float32; raise it"};
+    case SigmaFault::not_increasing:
+      return {cosine ? "schedule.N" : "schedule.beta_start",
+              cosine ? "float32 rounds neighbouring sigmas to the same value; lower it"
+                     : "float32 rounds neighbouring sigmas to the same value; raise it or lower schedule.N"};
+  }
+  return {"schedule.type", ""};
+}
+
+}  // namespace
+
+void validate_sigmas(const ScheduleConfig& config, const torch::Tensor& sigmas) {
+  const auto sig = sigmas.to(torch::kCPU, torch::kFloat32).contiguous();
+  const float* v = sig.data_ptr<float>();
+  for (int64_t i = 0; i < sig.numel(); ++i) {
+    std::optional<SigmaFault> fault;
+    if (!std::isfinite(v[i])) fault = SigmaFault::not_finite;
+    else if (!(v[i] > 0)) fault = SigmaFault::not_positive;
+    else if (i > 0 && !(v[i] > v[i - 1])) fault = SigmaFault::not_increasing;
+    if (!fault) continue;
+    const auto [key, hint] = blame(config.type, *fault);
+    const std::string what = *fault == SigmaFault::not_finite     ? "is not finite"
+                             : *fault == SigmaFault::not_positive ? "is not > 0"
+                                                                  : fmt::format("is not above sigma[{}] = {:.9g}", i - 1, v[i - 1]);
+    fail("config: key '{}': the {} schedule's float32 sigma[{}] = {:.9g} {}: {}", key, config.type, i, v[i], what,
+         hint);
+  }
+}
+
+void validate_schedule(const ScheduleConfig& config) { validate_sigmas(config, make_schedule(config).sigmas()); }
 
 Schedule make_schedule(const ScheduleConfig& s) {
   if (!s.N) fail("make_schedule: the schedule config is not resolved");

@@ -37,15 +37,29 @@ torch::Tensor predict_eps(Denoiser& model, Parameterization p, const torch::Tens
 using EpsFn = std::function<torch::Tensor(const torch::Tensor& x, const torch::Tensor& sigma)>;
 
 struct SamplerParams {
-  double gam = 1.0;  // DDPM: 1, DDIM: 1, accelerated: 2
+  double gam = 1.0;  // DDPM: 1, DDIM: 1, accelerated: 2; in [kMinGam, kMaxGam]
   double mu = 0.0;   // DDPM: 0.5, DDIM: 0, accelerated: 0; in [0, 1)
 };
 
-// Runs the sampler from noise * sigmas[0] down the given decreasing sigmas (steps + 1
-// values). All noise, the starting noise included, comes from `gen`, drawn with
-// `shape` = [n, *input_dims]. Returns the final x.
+// eps_av = gam eps + (1 - gam) eps_prev = eps + (gam - 1)(eps - eps_prev): gam weighs the
+// newest noise estimate against the one before. 1 uses the newest alone (DDPM/DDIM), 2 is
+// the accelerated sampler's extrapolation, between 0 and 1 a damped average. Below 0 the
+// step would lean against the newest estimate; above 1 the step's error can reach
+// (2 gam - 1) times the estimates' own, so far above 2 the extrapolation outweighs the
+// estimate itself. 10 leaves room to experiment beyond 2 and still refuses a typo or a NaN.
+constexpr double kMinGam = 0.0, kMaxGam = 10.0;
+bool valid_gam(double gam);  // false for NaN
+
+// Runs the sampler from noise * sigmas[0] down the given non-increasing sigmas (steps + 1
+// values; a repeated sigma is a step that leaves x as it is). All noise, the starting
+// noise included, comes from `gen`, drawn with `shape` = [n, *input_dims]. Returns the
+// final x.
 torch::Tensor sample(const EpsFn& eps_hat, const torch::Tensor& sigmas, SamplerParams params,
                      torch::IntArrayRef shape, at::Generator& gen,
                      torch::TensorOptions options = torch::kFloat32);
+
+// Throws "WHAT: K of M values are NaN or Inf" when any sample is not finite, so that no
+// command hands on samples that are not numbers.
+void require_finite_samples(const torch::Tensor& samples, const std::string& what);
 
 }  // namespace difftrain

@@ -2,8 +2,11 @@
 // `difftrain sample`: a checkpoint's model -> samples.h5 (and a picture).
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <torch/torch.h>
+
+#include "difftrain/config.h"
 
 namespace difftrain {
 
@@ -17,7 +20,13 @@ struct SampleOptions {
   bool use_ema = true;   // sample from the EMA weights (false: the raw model weights)
 };
 
-// Returns the samples [n, ...] after writing them.
+// Returns the samples [n, ...] after writing them. Refuses before allocating when n
+// examples would need more memory than is available, and writes nothing when any sample
+// is NaN or Inf.
 torch::Tensor run_sample(const SampleOptions& options);
+
+// About the most memory the sampler holds at once for n examples of `sample_shape` with
+// this model: the loop's buffers plus the model's activations, in bytes.
+double sampling_memory_bytes(int64_t n, const std::vector<int64_t>& sample_shape, const ModelConfig& model);
 
 }  // namespace difftrain

@@ -42,4 +42,11 @@ Schedule cosine_schedule(int64_t N = 1000, double max_beta = 0.999);
 // The schedule a resolved config names.
 Schedule make_schedule(const ScheduleConfig& config);
 
+// Refuses a schedule that float32 cannot hold: every sigma must be finite and > 0, and
+// each above the one before. The error names the config key responsible (e.g.
+// schedule.sigma_max when a log-linear schedule overflows) and the first bad sigma.
+void validate_sigmas(const ScheduleConfig& config, const torch::Tensor& sigmas);
+// validate_sigmas on the schedule the resolved config names.
+void validate_schedule(const ScheduleConfig& config);
+
 }  // namespace difftrain

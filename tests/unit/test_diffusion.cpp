@@ -308,6 +308,43 @@ TEST(Sampler, RejectsMuOutsideZeroToOne) {
   EXPECT_THROW(sample(zero, torch::tensor({2.0f}), {1, 0}, {2, 2}, g), Error);
 }
 
+TEST(Sampler, RejectsGamOutsideItsRangeAndSigmasThatDoNotStepDown) {
+  const EpsFn zero = [](const torch::Tensor& x, const torch::Tensor&) { return torch::zeros_like(x); };
+  const auto sigmas = torch::tensor({2.0f, 1.0f});
+  for (double gam : {std::nan(""), -0.5, 10.5, 1e30}) {
+    auto g = generator(0);
+    try {
+      sample(zero, sigmas, {gam, 0}, {2, 2}, g);
+      ADD_FAILURE() << "gam=" << gam << " did not throw";
+    } catch (const Error& e) {
+      EXPECT_THAT(e.what(), HasSubstr("gam"));
+    }
+  }
+  for (double gam : {0.0, 10.0}) {
+    auto g = generator(0);
+    EXPECT_NO_THROW(sample(zero, sigmas, {gam, 0}, {2, 2}, g)) << "gam=" << gam;
+  }
+  for (const auto& bad : {torch::tensor({1.0f, 2.0f}), torch::tensor({2.0f, 0.0f}),
+                          torch::tensor({std::nanf(""), 1.0f}), torch::tensor({INFINITY, 1.0f})}) {
+    auto g = generator(0);
+    EXPECT_THROW(sample(zero, bad, {1, 0}, {2, 2}, g), Error) << bad;
+  }
+}
+
+TEST(Sampler, RequireFiniteSamplesCountsTheBadValues) {
+  auto x = torch::zeros({5, 2});
+  EXPECT_NO_THROW(require_finite_samples(x, "check"));
+  x[0][1] = NAN;
+  x[3][0] = INFINITY;
+  x[4][1] = -INFINITY;
+  try {
+    require_finite_samples(x, "check");
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "check: 3 of 10 values are NaN or Inf");
+  }
+}
+
 // ---- the sampler on the ideal denoiser of a point set -------------------------------------
 
 // For data that is exactly the points X, the optimal eps(x, sigma) = (x - E[x0 | x]) / sigma
@@ -365,6 +402,56 @@ INSTANTIATE_TEST_SUITE_P(Sampler, SamplerOnPoints,
                          ::testing::Values(Convergence{"DDIM", 1, 0, 100}, Convergence{"DDPM", 1, 0.5, 200},
                                            Convergence{"Accelerated", 2, 0, 20}),
                          [](const auto& info) { return std::string(info.param.name); });
+
+// ---- finite samples wherever the schedule's tail repeats a sigma --------------------------
+
+// A repeated sigma (the trailing spacing's tail for steps > 2N/3) is a step of size zero:
+// sig_p = sig_prev = sig, eta = 0, and x comes out exactly as it went in. Rounding puts
+// the formula's sig_p an ulp above sig_prev for some sigma and mu, which made eta NaN.
+TEST(Sampler, RepeatedSigmaLeavesXAsItIs) {
+  int64_t checked = 0;
+  for (float repeated : {0.005f, 0.02f, 0.1f, 0.37f, 1.0f, 3.7f}) {
+    for (double mu : {0.0, 0.3, 0.5, 0.7, 0.9, 0.99}) {
+      for (double gam : {1.0, 2.0}) {
+        auto g1 = generator(3), g2 = generator(3);
+        const auto without = sample(ideal_eps, torch::tensor({8.0f, repeated}), {gam, mu}, {16, 2}, g1);
+        const auto with = sample(ideal_eps, torch::tensor({8.0f, repeated, repeated}), {gam, mu}, {16, 2}, g2);
+        ASSERT_TRUE(torch::isfinite(without).all().item<bool>());
+        EXPECT_TRUE(torch::equal(with, without)) << "sigma " << repeated << " repeated, mu=" << mu << " gam=" << gam;
+        ++checked;
+      }
+    }
+  }
+  EXPECT_EQ(checked, 6 * 6 * 2);
+}
+
+// Every step count of a small schedule, for DDIM, DDPM and a mostly stochastic mu, plain and
+// accelerated: the samples are finite.
+TEST(Sampler, FiniteAtEveryStepCountOfASmallSchedule) {
+  const auto schedule = log_linear_schedule(20, 0.005, 10);
+  int64_t checked = 0;
+  for (double mu : {0.0, 0.5, 0.9}) {
+    for (double gam : {1.0, 2.0}) {
+      for (int64_t steps = 1; steps <= schedule.size(); ++steps) {
+        auto gen = generator(7);
+        const auto x = sample(ideal_eps, schedule.sample_sigmas(steps), {gam, mu}, {64, 2}, gen);
+        EXPECT_TRUE(torch::isfinite(x).all().item<bool>()) << "steps=" << steps << " mu=" << mu << " gam=" << gam;
+        ++checked;
+      }
+    }
+  }
+  EXPECT_EQ(checked, 3 * 2 * 20);
+}
+
+// The case a tester found: the toy recipe's schedule (N = 200) at 150..200 steps, DDPM.
+TEST(Sampler, ToyScheduleAtManyStepsWithMuOneHalfIsFinite) {
+  const auto schedule = log_linear_schedule(200, 0.005, 10);
+  for (int64_t steps = 150; steps <= 200; ++steps) {
+    auto gen = generator(0);
+    const auto x = sample(ideal_eps, schedule.sample_sigmas(steps), {2.0, 0.5}, {32, 2}, gen);
+    EXPECT_TRUE(torch::isfinite(x).all().item<bool>()) << "steps=" << steps;
+  }
+}
 
 }  // namespace
 }  // namespace difftrain

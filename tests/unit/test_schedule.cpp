@@ -13,6 +13,7 @@
 #include "difftrain/config.h"
 #include "difftrain/error.h"
 #include "difftrain/schedule.h"
+#include "test_util.h"
 
 namespace difftrain {
 namespace {
@@ -315,6 +316,60 @@ TEST(Schedule, MakeScheduleFollowsTheResolvedConfig) {
 TEST(Schedule, MakeScheduleRejectsAnUnresolvedConfig) {
   ScheduleConfig unresolved;  // N and the parameters are still unset
   EXPECT_THROW(make_schedule(unresolved), Error);
+}
+
+// ---- schedules that float32 cannot hold are refused, naming the key to change -----------
+
+TEST(ScheduleValidation, ConfigsFloat32CannotHoldNameTheKey) {
+  struct Case {
+    std::vector<std::string> overrides;
+    const char* key;
+    const char* what;
+  };
+  const std::vector<Case> cases{
+      // log-linear: 10^300 overflows; 10^-50 underflows; 200 values between 1 and 1.000001
+      // are more than float32 has there.
+      {{"schedule.sigma_max=1e300"}, "schedule.sigma_max", "= inf is not finite"},
+      {{"schedule.sigma_max=1e39"}, "schedule.sigma_max", "sigma[197] = inf is not finite"},
+      {{"schedule.sigma_min=1e-50"}, "schedule.sigma_min", "sigma[0] = 0 is not > 0"},
+      {{"schedule.sigma_min=1", "schedule.sigma_max=1.000001"}, "schedule.N", "is not above sigma["},
+      // betas near 1: prod(1 - beta) reaches 0 and 1/0 - 1 is inf.
+      {{"schedule.type=ddpm", "schedule.beta_end=0.9999999"}, "schedule.beta_end", "is not finite"},
+      {{"schedule.type=ldm", "schedule.beta_end=0.9999999"}, "schedule.beta_end", "is not finite"},
+      {{"schedule.type=sigmoid", "schedule.beta_end=0.9999999"}, "schedule.beta_end", "is not finite"},
+      {{"schedule.type=cosine", "schedule.max_beta=0.99999999"}, "schedule.max_beta", "sigma[999] = inf is not finite"},
+      // betas so small that 1 - beta rounds to 1 (sigma 0), or to the same neighbours.
+      {{"schedule.type=ddpm", "schedule.beta_start=1e-9"}, "schedule.beta_start", "sigma[0] = 0 is not > 0"},
+      {{"schedule.type=ddpm", "schedule.beta_start=6e-8", "schedule.beta_end=1e-5"}, "schedule.beta_start",
+       "sigma[1] = 0.000345266977 is not above sigma[0] = 0.000345266977"},
+  };
+  for (const auto& c : cases) {
+    const auto message = test::error_of([&] { config_with(c.overrides); });
+    EXPECT_THAT(message, HasSubstr(std::string("config: key '") + c.key + "'")) << c.overrides.back();
+    EXPECT_THAT(message, HasSubstr(c.what)) << c.overrides.back();
+  }
+}
+
+TEST(ScheduleValidation, FirstBadSigmaIsNamedWithItsIndex) {
+  const auto loglinear = config_with({}).schedule;
+  const auto message = [&](std::vector<float> sigmas) {
+    return test::error_of([&] { validate_sigmas(loglinear, torch::tensor(sigmas)); });
+  };
+  EXPECT_THAT(message({0.1f, 0.2f, INFINITY, NAN}), HasSubstr("sigma[2] = inf is not finite"));
+  EXPECT_THAT(message({0.1f, NAN, 0.3f}), HasSubstr("sigma[1] = nan is not finite"));
+  EXPECT_THAT(message({-0.1f, 0.2f}), HasSubstr("sigma[0] = -0.100000001 is not > 0"));
+  EXPECT_THAT(message({0.1f, 0.2f, 0.2f}), HasSubstr("sigma[2] = 0.200000003 is not above sigma[1] = 0.200000003"));
+  EXPECT_THAT(message({0.1f, 0.3f, 0.2f}), HasSubstr("sigma[2] = 0.200000003 is not above sigma[1] = 0.300000012"));
+  EXPECT_NO_THROW(validate_sigmas(loglinear, torch::tensor({0.1f, 0.2f, 0.3f})));
+  EXPECT_NO_THROW(validate_sigmas(loglinear, torch::tensor({0.1f})));
+}
+
+TEST(ScheduleValidation, DefaultsOfEveryTypeAndLargeSchedulesPass) {
+  for (std::string type : {"loglinear", "ddpm", "ldm", "sigmoid", "cosine"})
+    EXPECT_NO_THROW(config_with({"schedule.type=" + type})) << type;
+  EXPECT_NO_THROW(config_with({"schedule.N=100000", "schedule.sigma_min=0.002", "schedule.sigma_max=80"}));
+  EXPECT_NO_THROW(config_with({"schedule.type=ddpm", "schedule.N=4000"}));
+  EXPECT_NO_THROW(config_with({"schedule.type=cosine", "schedule.N=4000"}));
 }
 
 }  // namespace
