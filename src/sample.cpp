@@ -18,7 +18,7 @@ namespace difftrain {
 torch::Tensor run_sample(const SampleOptions& o) {
   const Checkpoint c = load_checkpoint(o.checkpoint);
   const Config config = parse_config(c.config_yaml, o.checkpoint + " (config)");
-  auto model = make_model(config.model, c.sample_shape);
+  auto model = make_model(config.model, c.sample_shape, o.checkpoint + " (sample_shape)");
   load_state_dict(*model, o.use_ema ? c.ema : c.model, o.checkpoint + (o.use_ema ? " (ema)" : " (model)"));
   model->eval();
 

@@ -4,6 +4,7 @@
 
 #include "difftrain/error.h"
 #include "difftrain/atomic_file.h"
+#include "difftrain/input_file.h"
 
 namespace difftrain::h5 {
 
@@ -34,7 +35,7 @@ Handle open_file(const std::string& path) {
   silence_errors();
   namespace fs = std::filesystem;
   std::error_code ec;
-  if (!fs::exists(path, ec)) fail("{}: no such file", path);
+  if (!input_exists(path)) fail("{}: no such file", path);
   if (fs::is_directory(path, ec)) fail("{}: is a directory, not an HDF5 file", path);
   if (fs::file_size(path, ec) == 0) fail("{}: file is empty", path);
   if (H5Fis_hdf5(path.c_str()) <= 0) fail("{}: not an HDF5 file (or truncated)", path);
