@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <limits>
 #include <map>
 #include <sstream>
 
@@ -13,6 +14,7 @@
 
 #include "difftrain/diffusion.h"
 #include "difftrain/error.h"
+#include "difftrain/input_file.h"
 #include "difftrain/schedule.h"
 
 namespace difftrain {
@@ -21,7 +23,7 @@ namespace {
 // ---- typed reading of one YAML value -------------------------------------------------
 
 std::string describe(const YAML::Node& node) {
-  if (node.IsScalar()) return fmt::format("'{}'", node.Scalar());
+  if (node.IsScalar()) return fmt::format("'{}'", abbreviate(node.Scalar()));
   if (node.IsSequence()) return "a list";
   if (node.IsMap()) return "a mapping";
   return "nothing";
@@ -40,7 +42,15 @@ T read_as(const YAML::Node& node, const std::string& where, const char* expected
 void read(const YAML::Node& n, const std::string& w, std::string& out) {
   out = read_as<std::string>(n, w, "a string");
 }
+bool is_decimal_integer(const std::string& s) {
+  const std::size_t digits = s.find_first_not_of("+-") == 1 ? 1 : 0;
+  return s.size() > digits && s.find_first_not_of("0123456789", digits) == std::string::npos;
+}
 void read(const YAML::Node& n, const std::string& w, int64_t& out) {
+  // yaml-cpp refuses a number beyond int64 like any other bad text; say why.
+  if (n.IsScalar() && is_decimal_integer(n.Scalar()) && !YAML::convert<int64_t>::decode(n, out))
+    fail("{}: expected an integer in [{}, {}], got {}", w, std::numeric_limits<int64_t>::min(),
+         std::numeric_limits<int64_t>::max(), describe(n));
   out = read_as<int64_t>(n, w, "an integer");
 }
 void read(const YAML::Node& n, const std::string& w, double& out) {
@@ -149,7 +159,7 @@ std::vector<Field> schema(Config& c) {
 Field& find_field(std::vector<Field>& fields, const std::string& key, const std::string& source) {
   for (auto& f : fields)
     if (f.key == key) return f;
-  fail("{}: unknown key '{}'", source, key);
+  fail("{}: unknown key '{}'", source, abbreviate(key));
 }
 
 bool is_section(const std::vector<Field>& fields, const std::string& prefix) {
@@ -158,12 +168,30 @@ bool is_section(const std::vector<Field>& fields, const std::string& prefix) {
   return false;
 }
 
+// yaml-cpp keeps every entry of a key written twice in one mapping, and which one would
+// win is invisible in the file: a repeated key is an error naming both lines. Checked for
+// the whole mapping before any value is read, so it is reported whatever the values hold.
+void check_key_names(const YAML::Node& map, const std::string& prefix, const std::string& source) {
+  std::map<std::string, int> line_of;
+  for (const auto& item : map) {
+    const int line = item.first.Mark().line + 1;
+    if (!item.first.IsScalar())
+      fail("{}: line {}: expected a key name{}, got {}", source, line, prefix.empty() ? "" : " in '" + prefix + "'",
+           describe(item.first));
+    const auto [first, fresh] = line_of.emplace(item.first.Scalar(), line);
+    if (!fresh)
+      fail("{}: key '{}' appears twice (lines {} and {})", source,
+           abbreviate(prefix.empty() ? item.first.Scalar() : prefix + "." + item.first.Scalar()), first->second, line);
+  }
+}
+
 // Walks a mapping; every leaf must be a known key. A null value (`key:` or `key: null`)
 // keeps the default.
 void apply_map(std::vector<Field>& fields, const YAML::Node& map, const std::string& prefix,
                const std::string& source) {
+  check_key_names(map, prefix, source);
   for (const auto& item : map) {
-    const std::string name = item.first.as<std::string>();
+    const std::string name = item.first.Scalar();
     const std::string key = prefix.empty() ? name : prefix + "." + name;
     const YAML::Node& value = item.second;
     if (is_section(fields, key)) {
@@ -181,7 +209,7 @@ void apply_map(std::vector<Field>& fields, const YAML::Node& map, const std::str
 void apply_override(std::vector<Field>& fields, const std::string& assignment) {
   const auto eq = assignment.find('=');
   if (eq == std::string::npos || eq == 0)
-    fail("override '{}': expected key.sub=value", assignment);
+    fail("override '{}': expected key.sub=value", abbreviate(assignment));
   const std::string key = assignment.substr(0, eq);
   const std::string value = assignment.substr(eq + 1);
   Field& f = find_field(fields, key, "override");
@@ -189,9 +217,9 @@ void apply_override(std::vector<Field>& fields, const std::string& assignment) {
   try {
     node = YAML::Load(value);
   } catch (const YAML::Exception& e) {
-    fail("override '{}': value is not valid YAML: {}", assignment, e.msg);
+    fail("override '{}': value is not valid YAML: {}", abbreviate(assignment), e.msg);
   }
-  if (node.IsNull()) fail("override '{}': empty value", assignment);
+  if (node.IsNull()) fail("override '{}': empty value", abbreviate(assignment));
   f.set(node, fmt::format("override: key '{}'", key));
 }
 
@@ -252,16 +280,16 @@ void resolve_schedule(ScheduleConfig& s) {
 void resolve(Config& c) {
   resolve_schedule(c.schedule);
   require(!c.run_dir.empty(), "run_dir", "must not be empty");
-  require(c.seed >= 0, "seed", fmt::format("must be >= 0, got {}", c.seed));
+  require(c.seed >= 0, "seed", fmt::format("must be in [0, {}], got {}", std::numeric_limits<int64_t>::max(), c.seed));
   require(!c.data.path.empty(), "data.path", "must not be empty");
   require(!c.data.dataset.empty(), "data.dataset", "must not be empty");
-  require(c.model.type == "mlp", "model.type", fmt::format("expected one of mlp; got '{}'", c.model.type));
+  require(c.model.type == "mlp", "model.type", fmt::format("expected one of mlp; got '{}'", abbreviate(c.model.type)));
   require(!c.model.hidden_dims.empty(), "model.hidden_dims", "must not be empty");
   for (auto d : c.model.hidden_dims)
     require(d >= 1, "model.hidden_dims", fmt::format("every width must be >= 1, got {}", d));
   const auto& p = c.model.parameterization;
   require(p == "eps" || p == "x0" || p == "v", "model.parameterization",
-          fmt::format("expected one of eps, x0, v; got '{}'", p));
+          fmt::format("expected one of eps, x0, v; got '{}'", abbreviate(p)));
 
   auto& t = c.train;
   require(t.steps >= 1, "train.steps", fmt::format("must be >= 1, got {}", t.steps));
@@ -269,7 +297,7 @@ void resolve(Config& c) {
   require(t.grad_accum >= 1, "train.grad_accum", fmt::format("must be >= 1, got {}", t.grad_accum));
   require(t.lr > 0, "train.lr", fmt::format("must be > 0, got {}", t.lr));
   require(t.optimizer == "adam" || t.optimizer == "adamw", "train.optimizer",
-          fmt::format("expected one of adam, adamw; got '{}'", t.optimizer));
+          fmt::format("expected one of adam, adamw; got '{}'", abbreviate(t.optimizer)));
   require(t.betas.size() == 2, "train.betas", fmt::format("expected 2 values, got {}", t.betas.size()));
   for (double b : t.betas) require(b >= 0 && b < 1, "train.betas", fmt::format("each must be in [0, 1), got {}", b));
   require(t.adam_eps > 0, "train.adam_eps", fmt::format("must be > 0, got {}", t.adam_eps));
@@ -288,7 +316,7 @@ void resolve(Config& c) {
 
   const auto& b = c.dist.backend;
   require(b == "auto" || b == "mpi" || b == "nccl", "dist.backend",
-          fmt::format("expected one of auto, mpi, nccl; got '{}'", b));
+          fmt::format("expected one of auto, mpi, nccl; got '{}'", abbreviate(b)));
   require(c.dist.bucket_mb > 0, "dist.bucket_mb", fmt::format("must be > 0, got {}", c.dist.bucket_mb));
   require(c.dist.check_every >= 0, "dist.check_every",
           fmt::format("must be >= 0 (0 = off), got {}", c.dist.check_every));
@@ -325,6 +353,7 @@ Config parse_config(const std::string& yaml_text, const std::string& source,
 
 Config load_config(const std::string& yaml_path, const std::vector<std::string>& overrides) {
   if (yaml_path.empty()) return parse_config("", "defaults", overrides);
+  if (!input_exists(yaml_path)) fail("{}: no such config file", yaml_path);
   std::error_code ec;
   if (std::filesystem::is_directory(yaml_path, ec)) fail("{}: is a directory, not a config file", yaml_path);
   std::ifstream in(yaml_path);

@@ -1,6 +1,9 @@
 // The `difftrain` command: parses arguments and calls the library. DESIGN.md's "Commands"
 // section is the contract.
+#include <algorithm>
+#include <charconv>
 #include <cmath>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -30,6 +33,42 @@ void split_config_args(const std::vector<std::string>& args, std::string& config
     else if (a.find('=') == std::string::npos) fail("'{}': expected key.sub=value (only one config file)", a);
     else overrides.push_back(a);
   }
+}
+
+// Edits (insertions, deletions, substitutions, swaps of neighbours) from a to b.
+std::size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<std::vector<std::size_t>> d(a.size() + 1, std::vector<std::size_t>(b.size() + 1));
+  for (std::size_t i = 0; i <= a.size(); ++i) d[i][0] = i;
+  for (std::size_t j = 0; j <= b.size(); ++j) d[0][j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i)
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] != b[j - 1])});
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1]) d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+    }
+  return d[a.size()][b.size()];
+}
+
+// CLI11 reports a misspelled command as an unexpected argument (or a missing command),
+// which does not say that the word was taken for a command. Name it, and the nearest one.
+std::string unknown_command_message(const std::string& word, const std::vector<std::string>& commands) {
+  std::string nearest;
+  std::size_t best = 3;  // farther than two edits is no longer a slip of the keyboard
+  if (word.size() < 64)
+    for (const auto& c : commands)
+      if (const auto d = edit_distance(word, c); d < best) best = d, nearest = c;
+  return fmt::format("unknown command '{}' ({}commands: {})", abbreviate(word),
+                     nearest.empty() ? "" : fmt::format("did you mean '{}'?; ", nearest), fmt::join(commands, ", "));
+}
+
+// CLI11 reads integers with strtoll, which clamps anything beyond int64 to its largest
+// value: different large seeds would silently draw the same samples.
+std::string check_seed(std::string& text) {
+  uint64_t value = 0;
+  const char* end = text.data() + text.size();
+  const auto [stop, error] = std::from_chars(text.data(), end, value);
+  if (error != std::errc() || stop != end || value > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
+    return fmt::format("must be an integer in [0, {}], got '{}'", std::numeric_limits<int64_t>::max(), abbreviate(text));
+  return "";
 }
 
 // JSON has no NaN or Inf: a schedule holding one is refused (validate_sigmas has already
@@ -192,7 +231,9 @@ int main(int argc, char** argv) {
   sample->add_option("--steps", so.steps, "Sampling steps (default: sample.steps)");
   sample->add_option("--gam", so.gam, "gamma: 1 for DDPM/DDIM, 2 accelerated (default: sample.gam)");
   sample->add_option("--mu", so.mu, "mu in [0, 1): 0.5 DDPM, 0 DDIM (default: sample.mu)");
-  sample->add_option("--seed", so.seed, "Seed of the sampling noise")->capture_default_str();
+  sample->add_option("--seed", so.seed, "Seed of the sampling noise, in [0, 2^63-1]")
+      ->check(CLI::Validator(check_seed, "SEED"))
+      ->capture_default_str();
   sample->add_option("--png", so.png, "Also write a picture: samples over the data (2-d), or an image grid");
   sample->add_option("--weights", weights, "ema or model")->check(CLI::IsMember({"ema", "model"}))->capture_default_str();
 
@@ -211,6 +252,13 @@ int main(int argc, char** argv) {
   } catch (const CLI::Success& e) {  // --help, --version
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
+    const std::vector<std::string> commands{prepare->get_name(), train->get_name(), sample->get_name(),
+                                            schedule->get_name()};
+    const std::string first = argc > 1 ? argv[1] : "";
+    if (!first.empty() && first[0] != '-' && std::find(commands.begin(), commands.end(), first) == commands.end()) {
+      report(unknown_command_message(first, commands));
+      return 1;
+    }
     report(fmt::format("{} (see difftrain --help)", e.what()));
     return 1;
   }

@@ -154,7 +154,7 @@ torch::Tensor run_sample(const SampleOptions& o) {
     fail("sample: --png draws 2-d points or images; examples of this checkpoint have shape {}",
          c10::IntArrayRef(example));
 
-  auto model = make_model(config.model, c.sample_shape);
+  auto model = make_model(config.model, c.sample_shape, o.checkpoint + " (sample_shape)");
   load_state_dict(*model, o.use_ema ? c.ema : c.model, o.checkpoint + (o.use_ema ? " (ema)" : " (model)"));
   model->eval();
 

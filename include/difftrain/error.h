@@ -3,6 +3,7 @@
 // user sees, and it names the file, key, rank or shape at fault.
 #include <stdexcept>
 #include <string>
+#include <string_view>
 
 #include <c10/util/ArrayRef.h>
 #include <fmt/format.h>
@@ -37,6 +38,11 @@ class PeerError : public Error {
 // The one line to show for any exception: LibTorch's errors carry a backtrace and several
 // lines; only the first line of the message is kept.
 std::string one_line(const std::exception& e);
+
+// A user-given value or name as it may be echoed in an error line: at most `keep`
+// characters (cut at a UTF-8 boundary) and then "… (N bytes)", and line breaks shown as
+// \n, so a 50 MB value or a multi-line string still gives one short line.
+std::string abbreviate(std::string_view text, std::size_t keep = 60);
 
 template <typename... Args>
 [[noreturn]] void fail(fmt::format_string<Args...> format, Args&&... args) {

@@ -6,6 +6,7 @@
 
 #include "difftrain/error.h"
 #include "difftrain/atomic_file.h"
+#include "difftrain/input_file.h"
 
 namespace difftrain::h5 {
 
@@ -39,8 +40,10 @@ Handle open_file(const std::string& path) {
   silence_errors();
   namespace fs = std::filesystem;
   std::error_code ec;
-  if (!fs::exists(path, ec)) fail("{}: no such file", path);
+  if (!input_exists(path)) fail("{}: no such file", path);
   if (fs::is_directory(path, ec)) fail("{}: is a directory, not an HDF5 file", path);
+  // HDF5 seeks; a FIFO or device would block the open (and the run) instead.
+  if (!fs::is_regular_file(path, ec)) fail("{}: not a regular file, which HDF5 needs", path);
   if (fs::file_size(path, ec) == 0) fail("{}: file is empty", path);
   if (H5Fis_hdf5(path.c_str()) <= 0) fail("{}: not an HDF5 file (or truncated)", path);
   hid_t id = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);

@@ -88,13 +88,7 @@ std::vector<std::string> prepare_reshard(const std::vector<std::string>& inputs,
   for (const auto& in : inputs) spec += (spec.empty() ? "" : ",") + in;
   auto x = ShardedDataset::open(spec, name);
   // Labels travel along when every input has them.
-  std::optional<ShardedDataset> y;
-  try {
-    y = ShardedDataset::open(spec, "y");
-  } catch (const Error&) {
-    y.reset();
-  }
-  if (y && y->size() != x.size()) fail("{}: 'y' has {} rows but '{}' has {}", spec, y->size(), name, x.size());
+  std::optional<ShardedDataset> y = x.labels("y");
   check_shard_count(shards, x.size());
   // Writing over the inputs would destroy rows before they are read.
   namespace fs = std::filesystem;

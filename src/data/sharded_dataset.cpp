@@ -96,12 +96,17 @@ std::vector<std::string> expand_shard_spec(const std::string& spec) {
 }
 
 ShardedDataset ShardedDataset::open(const std::string& spec, const std::string& dataset) {
+  return open_files(expand_shard_spec(spec), dataset, spec);
+}
+
+ShardedDataset ShardedDataset::open_files(const std::vector<std::string>& paths, const std::string& dataset,
+                                          const std::string& spec) {
   h5::Lock lock(h5::library_mutex());
   ShardedDataset d;
   d.dataset_ = dataset;
   bool first = true;
   std::string first_path;
-  for (const auto& path : expand_shard_spec(spec)) {
+  for (const auto& path : paths) {
     auto file = h5::open_file(path);
     const auto info = inspect(file.get(), path, dataset);
     const std::vector<int64_t> shape(info.dims.begin() + 1, info.dims.end());
@@ -118,6 +123,22 @@ ShardedDataset ShardedDataset::open(const std::string& spec, const std::string& 
   }
   if (d.size_ == 0) fail("{}: dataset '{}' has no examples", spec, dataset);
   return d;
+}
+
+std::optional<ShardedDataset> ShardedDataset::labels(const std::string& name) const {
+  h5::Lock lock(h5::library_mutex());
+  std::vector<std::string> paths;
+  for (const auto& shard : shards_) {
+    const auto f = h5::open_file(shard.path);
+    if (H5Lexists(f.get(), name.c_str(), H5P_DEFAULT) <= 0) return std::nullopt;
+    paths.push_back(shard.path);
+  }
+  auto labels = open_files(paths, name, fmt::format("{}", fmt::join(paths, ",")));
+  for (std::size_t i = 0; i < shards_.size(); ++i)
+    if (labels.shards_[i].rows != shards_[i].rows)
+      fail("{}: dataset '{}' has {} rows but dataset '{}' has {}; every example needs one label", shards_[i].path,
+           name, labels.shards_[i].rows, dataset_, shards_[i].rows);
+  return labels;
 }
 
 int64_t ShardedDataset::bytes_per_sample() const {

@@ -12,6 +12,7 @@
 
 #include "difftrain/atomic_file.h"
 #include "difftrain/error.h"
+#include "difftrain/input_file.h"
 
 namespace difftrain {
 
@@ -187,6 +188,7 @@ void save_checkpoint(const std::vector<std::string>& paths, const Checkpoint& c)
 Checkpoint load_checkpoint(const std::string& path) {
   // A directory opens as a stream on Linux and then throws std::ios_base::failure on read,
   // which would escape as an abort instead of a one-line error.
+  if (!input_exists(path)) fail("{}: no such checkpoint", path);
   std::error_code ec;
   if (std::filesystem::is_directory(path, ec)) fail("{}: is a directory, not a checkpoint file", path);
   std::ifstream in(path, std::ios::binary);

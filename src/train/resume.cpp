@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "difftrain/error.h"
+#include "difftrain/input_file.h"
 
 namespace difftrain {
 namespace fs = std::filesystem;
@@ -29,14 +30,12 @@ std::vector<std::string> step_files_newest_first(const std::string& run_dir) {
 std::optional<ResumePoint> find_resume_point(const std::string& run_dir, const std::string& explicit_path, bool fresh) {
   if (fresh) return std::nullopt;
   if (!explicit_path.empty()) {
-    std::error_code ec;
-    if (!fs::exists(explicit_path, ec)) fail("{}: no such checkpoint (--resume)", explicit_path);
+    if (!input_exists(explicit_path)) fail("{}: no such checkpoint (--resume)", explicit_path);
     return ResumePoint{explicit_path, load_checkpoint(explicit_path)};
   }
   const std::string latest = latest_checkpoint_path(run_dir);
   std::vector<std::string> candidates;
-  std::error_code ec;
-  if (fs::exists(latest, ec)) candidates.push_back(latest);
+  if (input_exists(latest)) candidates.push_back(latest);
   const auto steps = step_files_newest_first(run_dir);
   candidates.insert(candidates.end(), steps.begin(), steps.end());
   if (candidates.empty()) return std::nullopt;  // a new run

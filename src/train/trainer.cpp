@@ -59,9 +59,10 @@ Trainer::Trainer(Config config, Communicator& comm, TrainOptions options)
   // Every rank builds the same initial weights from the same stream; synchronize() then
   // makes them identical by construction, whatever the ranks' libraries do.
   torch::manual_seed(stream_key(config_.seed, 0, Stream::init, 0));
-  model_ = make_model(config_.model, sample_shape_);
+  const std::string shape_source = fmt::format("{} (dataset '{}')", dataset_->shards().front().path, config_.data.dataset);
+  model_ = make_model(config_.model, sample_shape_, shape_source);
   model_->to(comm_.device());
-  auto shadow = make_model(config_.model, sample_shape_);
+  auto shadow = make_model(config_.model, sample_shape_, shape_source);
   shadow->to(comm_.device());
   ema_ = std::make_unique<Ema>(shadow, *model_, t.ema_decay);
   optimizer_ = make_optimizer(model_->parameters(), t);

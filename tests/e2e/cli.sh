@@ -45,6 +45,53 @@ bad "out of range" "schedule.sigma_min" train "$here/configs/swissroll.yaml" run
 bad "missing data" "nowhere" train "$here/configs/swissroll.yaml" run_dir=badrun data.path=nowhere
 bad "indivisible batch" "train.batch_size" train "$here/configs/swissroll.yaml" run_dir=badrun train.batch_size=99 train.grad_accum=2
 
+# Slips that used to pass silently or read unclearly: one line naming what is wrong.
+# usage_error TEXT ARGS...: `difftrain ARGS` (one process) exits 1 with exactly one line on
+# stderr, "difftrain: error: " followed by TEXT (a fixed string) and maybe more.
+usage_error() {
+  local text=$1 rc; shift
+  "$difftrain" "$@" >out.txt 2>err.txt; rc=$?
+  [[ $rc -eq 1 && $(wc -l <err.txt) -eq 1 ]] && grep -qF -- "difftrain: error: $text" err.txt ||
+    { sed 's/^/    | /' err.txt | head -3; return 1; }
+}
+check "misspelled command: named, with the nearest" usage_error \
+  "unknown command 'trian' (did you mean 'train'?; commands: prepare, train, sample, schedule)" trian "$here/configs/swissroll.yaml"
+check "unknown command: named, with the commands" usage_error "unknown command 'fit' (commands: prepare, train" fit x.yaml
+for seed in 9223372036854775808 99999999999999999999 -1; do
+  check "sample --seed $seed: out of range, not clamped" usage_error "--seed: must be an integer in [0, 9223372036854775807], got '$seed'" \
+    sample --checkpoint run1/checkpoints/latest.pt --out seed.h5 --seed "$seed"
+done
+check "no samples written for a bad --seed" test ! -e seed.h5
+"$difftrain" sample --checkpoint run1/checkpoints/latest.pt --out seedmax.h5 --n 4 --steps 2 --seed 9223372036854775807 >/dev/null
+check "sample --seed 2^63-1 is accepted" test -s seedmax.h5
+bad "huge model.hidden_dims" "key 'model.hidden_dims': \\[100000000000\\] makes a model of .* TB" \
+  train "$here/configs/swissroll.yaml" run_dir=badrun "model.hidden_dims=[100000000000]"
+# A 50 MB value in the config file, and an override near the 128 KB a single argument may
+# have, each give one short line.
+$py -c "open('big.yaml', 'w').write('train:\\n  lr: ' + 'a' * 50_000_000 + '\\n')"
+long_override="model.type=$(head -c 100000 /dev/zero | tr '\0' b)"
+bad "50 MB value in the config" "key 'train.lr': expected a number, got 'aaaa.*(50000000 bytes)" train big.yaml run_dir=badrun
+bad "100 KB override" "key 'model.type': expected one of mlp; got 'bbbb.*(100000 bytes)" \
+  train "$here/configs/swissroll.yaml" run_dir=badrun "$long_override"
+# (on one process: under mpirun, stderr also holds mpirun's own report of the exit status)
+check "50 MB value: stderr under 200 bytes" bash -c "'$difftrain' train big.yaml run_dir=badrun 2>&1 >/dev/null | test \$(wc -c) -lt 200"
+check "100 KB override: stderr under 200 bytes" \
+  bash -c "'$difftrain' train '$here/configs/swissroll.yaml' run_dir=badrun '$long_override' 2>&1 >/dev/null | test \$(wc -c) -lt 200"
+# Shape errors name the file.
+$py - <<'PY'
+import h5py, numpy as np
+with h5py.File("images.h5", "w") as f: f["x"] = np.zeros((10, 3, 4), np.float32)
+with h5py.File("labelled.h5", "w") as f:
+    f["x"] = np.zeros((10, 2), np.float32); f["y"] = np.zeros(9, np.int64)
+PY
+bad "examples the model cannot take" "images.h5 (dataset 'x'): examples of shape \\[3, 4\\] do not fit model 'mlp'" \
+  train "$here/configs/swissroll.yaml" run_dir=badrun data.path=images.h5
+check "labels of another row count than the examples" usage_error "labelled.h5: dataset 'y' has 9 rows but dataset 'x' has 10" \
+  prepare reshard --from labelled.h5 --out resharded --shards 2
+check "no shards written from mismatched labels" test ! -e resharded
+ln -s loop-b.h5 loop-a.h5 && ln -s loop-a.h5 loop-b.h5
+bad "symbolic link loop as data" "loop-a.h5: symbolic link loop" train "$here/configs/swissroll.yaml" run_dir=badrun data.path=loop-a.h5
+
 "$difftrain" schedule schedule.type=cosine --steps 10 >sched.json
 check "schedule prints JSON" $py -c "import json; d=json.load(open('sched.json')); assert d['type']=='cosine' and len(d['sigmas'])==1000 and len(d['sample_sigmas'])==11"
 

@@ -84,7 +84,7 @@ mkfifo data.fifo
 pid=$!
 status_within 10 "$pid"
 check "FIFO as data: refused at once" test "$rc" = 1
-check "FIFO as data: one line naming it" one_error_line err.txt "data.fifo: not a regular file"
+check "FIFO as data: one line naming it" one_error_line err.txt "data.fifo: not a regular file, which HDF5 needs"
 
 # --- Ctrl-C and SIGHUP while training: checkpoint at the next step, status 75, resumable
 for sig in INT HUP; do

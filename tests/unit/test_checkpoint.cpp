@@ -349,4 +349,12 @@ TEST(CheckpointFile, MissingEmptyTruncatedAndForeignFilesAreErrorsNamingThePath)
   EXPECT_EQ(difftrain::load_checkpoint(good).step, 2);
 }
 
+TEST(CheckpointFile, SymbolicLinkLoopIsNotAMissingFile) {
+  TempDir dir;
+  fs::create_symlink(dir / "b.pt", dir / "a.pt");
+  fs::create_symlink(dir / "a.pt", dir / "b.pt");
+  EXPECT_EQ(error_of([&] { difftrain::load_checkpoint(dir / "a.pt"); }), dir / "a.pt" + ": symbolic link loop");
+  EXPECT_EQ(error_of([&] { difftrain::load_checkpoint(dir / "c.pt"); }), dir / "c.pt" + ": no such checkpoint");
+}
+
 }  // namespace

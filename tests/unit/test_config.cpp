@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -420,6 +421,86 @@ TEST(ConfigErrors, MalformedOverrides) {
   EXPECT_THAT(error_of("", {"model.hidden_dims=[8, 8"}), HasSubstr("model.hidden_dims"));
   // A valid override does not mask a later malformed one.
   EXPECT_THAT(error_of("", {"seed=1", "sample.steps"}), HasSubstr("sample.steps"));
+}
+
+TEST(ConfigErrors, DuplicateKeysNameTheKeyAndBothLines) {
+  // Top level, block style: the second `seed` would silently win.
+  EXPECT_THAT(error_of("seed: 1\ntrain:\n  lr: 0.1\nseed: 2\n"),
+              HasSubstr("test.yaml: key 'seed' appears twice (lines 1 and 4)"));
+  // One level down, in a block mapping.
+  EXPECT_THAT(error_of("seed: 1\ntrain:\n  lr: 1.0e-3\n  steps: 5\n  lr: 2.0e-3\n"),
+              HasSubstr("test.yaml: key 'train.lr' appears twice (lines 3 and 5)"));
+  // One level down, in a flow mapping on one line.
+  EXPECT_THAT(error_of("\nschedule: {type: ddpm, N: 10, N: 20}\n"),
+              HasSubstr("key 'schedule.N' appears twice (lines 2 and 2)"));
+  // A whole section written twice: the keys inside differ, the section does not.
+  EXPECT_THAT(error_of("train: {lr: 0.1}\nmodel: {type: mlp}\ntrain: {steps: 2}\n"),
+              HasSubstr("key 'train' appears twice (lines 1 and 3)"));
+  // The same key name in two sections is two keys, not a duplicate.
+  EXPECT_EQ(parse("train: {steps: 3}\nsample: {steps: 4}\n").sample.steps, 4);
+  test::TempDir dir;
+  const std::string path = write_file(dir, "dup.yaml", "model:\n  hidden_dims: [8]\n  hidden_dims: [16]\n");
+  EXPECT_MENTIONS(test::error_of([&] { load_config(path); }), path + ": key 'model.hidden_dims' appears twice (lines 2 and 3)");
+}
+
+TEST(ConfigErrors, KeysThatAreNotNamesAreErrors) {
+  EXPECT_THAT(error_of("[a, b]: 1\n"), HasSubstr("test.yaml: line 1: expected a key name, got a list"));
+  EXPECT_THAT(error_of("train:\n  {a: 1}: 2\n"), HasSubstr("line 2: expected a key name in 'train'"));
+}
+
+TEST(ConfigErrors, IntegersBeyondInt64NameTheKeyAndTheRange) {
+  // yaml-cpp cannot read these as int64; saying "expected an integer" of an integer hides why.
+  const std::string seed = error_of("seed: 99999999999999999999\n");
+  EXPECT_THAT(seed, HasSubstr("key 'seed'"));
+  EXPECT_THAT(seed, HasSubstr("[-9223372036854775808, 9223372036854775807]"));
+  EXPECT_THAT(error_of("", {"train.steps=-99999999999999999999"}),
+              HasSubstr("key 'train.steps': expected an integer in [-9223372036854775808, 9223372036854775807]"));
+  EXPECT_THAT(error_of("", {"seed=-1"}), HasSubstr("key 'seed': must be in [0, 9223372036854775807], got -1"));
+  // The extremes themselves are fine.
+  EXPECT_EQ(parse("seed: 9223372036854775807\n").seed, std::numeric_limits<int64_t>::max());
+  EXPECT_EQ(parse("", {"seed=+12"}).seed, 12);
+}
+
+// A value, a key or an override of megabytes is cut in the message, which still names the
+// key and tells the full size.
+TEST(ConfigErrors, LongValuesAndKeysAreCutInMessages) {
+  const std::string huge(1 << 20, 'a');
+  struct Case {
+    std::string yaml;
+    std::vector<std::string> overrides;
+    const char* names;
+  };
+  const std::vector<Case> cases{
+      {"train:\n  lr: " + huge + "\n", {}, "key 'train.lr': expected a number, got 'aaaa"},
+      {"train:\n  ? " + huge + "\n  : 1\n", {}, "unknown key 'train.aaaa"},  // (a plain key stops at 1024 characters)
+      {"", {"train.lr=" + huge}, "override: key 'train.lr': expected a number, got 'aaaa"},
+      {"", {"model.type=" + huge}, "key 'model.type': expected one of mlp; got 'aaaa"},
+      {"", {"dist.backend=" + huge}, "key 'dist.backend'"},
+      {"", {"train.optimizer=" + huge}, "key 'train.optimizer'"},
+      {"", {"model.parameterization=" + huge}, "key 'model.parameterization'"},
+      {"", {"train." + huge + "=1"}, "override: unknown key 'train.aaaa"},
+      {"", {"train.steps" + huge}, "override 'train.stepsaaaa"},
+      {"", {"train.steps=[" + huge}, "override 'train.steps=[aaaa"},
+      {"? " + huge + "\n: 1\n? " + huge + "\n: 2\n", {}, "appears twice (lines 1 and 3)"},
+  };
+  for (const auto& c : cases) {
+    const std::string m = error_of(c.yaml, c.overrides);
+    EXPECT_THAT(m, HasSubstr(c.names));
+    EXPECT_LT(m.size(), 200u) << m.substr(0, 300);
+  }
+  EXPECT_THAT(error_of("", {"train.lr=" + huge}), HasSubstr(fmt::format("… ({} bytes)", huge.size())));
+  // A multi-line string value stays on one line.
+  const std::string multi = error_of("train:\n  lr: |\n    fast\n    slow\n");
+  EXPECT_THAT(multi, HasSubstr("'fast\\nslow\\n'"));
+  EXPECT_THAT(multi, Not(HasSubstr("\n")));
+}
+
+TEST(ConfigErrors, SymbolicLinkLoopIsNotAMissingFile) {
+  test::TempDir dir;
+  std::filesystem::create_symlink(dir / "b.yaml", dir / "a.yaml");
+  std::filesystem::create_symlink(dir / "a.yaml", dir / "b.yaml");
+  EXPECT_EQ(test::error_of([&] { load_config(dir / "a.yaml"); }), dir / "a.yaml" + ": symbolic link loop");
+  EXPECT_MENTIONS(test::error_of([&] { load_config(dir / "none.yaml"); }), dir / "none.yaml" + ": no such config file");
 }
 
 TEST(ConfigErrors, MessagesAreOneLine) {

@@ -17,6 +17,7 @@
 #include "difftrain/data/batch_loader.h"
 #include "difftrain/data/hdf5_file.h"
 #include "difftrain/data/partition.h"
+#include "difftrain/data/prepare.h"
 #include "difftrain/data/sharded_dataset.h"
 #include "difftrain/error.h"
 #include "test_util.h"
@@ -167,6 +168,48 @@ TEST(ShardedDataset, Int64LabelsStayInt64) {
   const auto got = ds.read({9, 0, 3});
   EXPECT_EQ(got.scalar_type(), torch::kInt64);
   EXPECT_TRUE(torch::equal(got, select_rows(y, {9, 0, 3})));
+}
+
+TEST(ShardedDataset, LabelsBesideTheExamplesOpenPerFile) {
+  TempDir dir;
+  const std::string a = dir / "a.h5", b = dir / "b.h5";
+  const auto ya = torch::arange(4, torch::kLong), yb = torch::arange(10, 13, torch::kLong);
+  difftrain::h5::write_datasets(a, {{"x", indexed_rows(0, 4)}, {"y", ya}});
+  difftrain::h5::write_datasets(b, {{"x", indexed_rows(4, 3)}, {"y", yb}});
+  auto labels = ShardedDataset::open(a + "," + b).labels();
+  ASSERT_TRUE(labels.has_value());
+  ASSERT_EQ(labels->shards().size(), 2u);
+  EXPECT_EQ(labels->shards()[1].path, b);
+  EXPECT_TRUE(torch::equal(labels->read_stored(0, 7), torch::cat({ya, yb})));
+  // A file without labels: no labels at all, rather than labels for only some examples.
+  const std::string bare = dir / "bare.h5";
+  difftrain::h5::write_datasets(bare, {{"x", indexed_rows(7, 2)}});
+  EXPECT_FALSE(ShardedDataset::open(a + "," + bare).labels().has_value());
+}
+
+TEST(ShardedDataset, LabelRowsThatDifferFromExampleRowsNameTheFile) {
+  TempDir dir;
+  // 4 + 3 examples and 5 + 2 labels: equal totals, yet every label of b.h5 and the last
+  // of a.h5 would pair with the wrong example.
+  const std::string a = dir / "a.h5", b = dir / "b.h5";
+  difftrain::h5::write_datasets(a, {{"x", indexed_rows(0, 4)}, {"y", torch::arange(5, torch::kLong)}});
+  difftrain::h5::write_datasets(b, {{"x", indexed_rows(4, 3)}, {"y", torch::arange(2, torch::kLong)}});
+  EXPECT_EQ(error_of([&] { ShardedDataset::open(b + "," + a).labels(); }),
+            b + ": dataset 'y' has 2 rows but dataset 'x' has 3; every example needs one label");
+  EXPECT_MENTIONS(error_of([&] { ShardedDataset::open(a + "," + b).labels(); }),
+                  a + ": dataset 'y' has 5 rows but dataset 'x' has 4");
+  // prepare reshard carries labels along through the same check.
+  EXPECT_MENTIONS(error_of([&] { difftrain::prepare_reshard({b, a}, dir / "out", 2); }), b + ": dataset 'y' has 2 rows");
+  EXPECT_FALSE(fs::exists(dir / "out"));
+}
+
+TEST(ShardedDataset, SymbolicLinkLoopIsNotAMissingFile) {
+  TempDir dir;
+  fs::create_symlink(dir / "b.h5", dir / "a.h5");
+  fs::create_symlink(dir / "a.h5", dir / "b.h5");
+  EXPECT_EQ(error_of([&] { ShardedDataset::open(dir / "a.h5"); }), dir / "a.h5" + ": symbolic link loop");
+  EXPECT_EQ(error_of([&] { difftrain::h5::open_file(dir / "b.h5"); }), dir / "b.h5" + ": symbolic link loop");
+  EXPECT_EQ(error_of([&] { ShardedDataset::open(dir / "c.h5"); }), dir / "c.h5" + ": no such file");
 }
 
 TEST(ShardedDataset, SpecAsDirectoryGlobFileOrCommaList) {

@@ -261,6 +261,19 @@ TEST(Resume, MissingOrTruncatedCheckpointIsAnError) {
                {"latest.pt", "truncated or corrupt"});
 }
 
+TEST(Resume, SymbolicLinkLoopAtTheCheckpointIsAnErrorNotANewRun) {
+  test::TempDir dir;
+  fs::create_directories(dir / "run/checkpoints");
+  fs::create_symlink(dir / "loop.pt", dir / "run/checkpoints/latest.pt");
+  fs::create_symlink(dir / "run/checkpoints/latest.pt", dir / "loop.pt");
+  expect_error([&] { Trainer t(config_for(dir, "run", 10), single_rank()); },
+               {dir / "run/checkpoints/latest.pt: symbolic link loop"});
+  TrainOptions looped;
+  looped.resume = dir / "loop.pt";
+  expect_error([&] { Trainer t(config_for(dir, "other", 10), single_rank(), looped); },
+               {dir / "loop.pt: symbolic link loop"});
+}
+
 TEST(Resume, KeepsTheLastCheckpointsAndCleansStaleTemporaries) {
   test::TempDir dir;
   fs::create_directories(dir / "run/checkpoints");

@@ -3,6 +3,7 @@
 // [0, size()): shard 0's rows first, then shard 1's, and so on. Only metadata is read at
 // open; rows are read on demand, a batch at a time.
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,12 @@ class ShardedDataset {
   // or several of these separated by commas. Every shard must hold `dataset` with the same
   // per-example shape and dtype: float32 or uint8 (examples), or int64 (labels).
   static ShardedDataset open(const std::string& spec, const std::string& dataset = "x");
+
+  // The labels stored beside these examples: dataset `name` in the same files, or nothing
+  // when any file lacks it. Each file's label rows must number its example rows, or the
+  // labels would pair with the wrong examples; an error names the file and both counts.
+  // Every reader of labels opens them through here.
+  std::optional<ShardedDataset> labels(const std::string& name = "y") const;
 
   int64_t size() const { return size_; }
   const std::vector<int64_t>& sample_shape() const { return sample_shape_; }
@@ -51,6 +58,8 @@ class ShardedDataset {
   int64_t size_ = 0;
   int64_t bytes_read_ = 0;
 
+  static ShardedDataset open_files(const std::vector<std::string>& paths, const std::string& dataset,
+                                   const std::string& spec);
   hid_t file(std::size_t shard);
   torch::Tensor gather(const std::vector<int64_t>& indices);
 };

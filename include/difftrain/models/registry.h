@@ -1,6 +1,7 @@
 #pragma once
 // Config -> model. The one place that knows every model type.
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "difftrain/config.h"
@@ -9,7 +10,11 @@
 namespace difftrain {
 
 // `sample_shape` is the shape of one data example (the dataset's shape without its first
-// dimension); the model is built for it.
-std::shared_ptr<Denoiser> make_model(const ModelConfig& config, const std::vector<int64_t>& sample_shape);
+// dimension); the model is built for it. `shape_source` says where that shape came from
+// (a data file and dataset, a checkpoint), for the error when the model cannot take it.
+// A model too big for this machine's memory, or one LibTorch cannot build, is an error
+// naming the model.* keys.
+std::shared_ptr<Denoiser> make_model(const ModelConfig& config, const std::vector<int64_t>& sample_shape,
+                                     const std::string& shape_source = "the data");
 
 }  // namespace difftrain
