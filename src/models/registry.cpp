@@ -27,15 +27,12 @@ long double physical_memory_bytes() {
   return pages > 0 && page > 0 ? static_cast<long double>(pages) * page : 0;
 }
 
-// LibTorch prefixes allocation failures with the source line that noticed them
-// ("[enforce fail at alloc_cpu.cpp:75] . "), which tells the user nothing.
-std::string without_enforce_prefix(std::string text) {
-  if (text.rfind("[enforce fail at", 0) == 0) {
-    const auto end = text.find("] ");
-    if (end != std::string::npos) text = text.substr(end + 2);
-    if (text.rfind(". ", 0) == 0) text = text.substr(2);
-  }
-  return text;
+// LibTorch prefixes allocation failures with the source line and condition that noticed
+// them ("[enforce fail at alloc_cpu.cpp:75] err == 0. "), which tell the user nothing.
+std::string without_enforce_prefix(const std::string& text) {
+  if (text.rfind("[enforce fail at", 0) != 0) return text;
+  const auto end = text.find(". ", text.find("] "));
+  return end == std::string::npos ? text : text.substr(end + 2);
 }
 
 // The MLP's weights and biases, counted before anything is allocated: widths that no
