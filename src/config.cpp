@@ -269,7 +269,7 @@ void resolve_schedule(ScheduleConfig& s) {
     require(*s.beta_start <= *s.beta_end, "schedule.beta_start",
             fmt::format("must be <= schedule.beta_end ({}), got {}", *s.beta_end, *s.beta_start));
   } else {
-    fail("config: key 'schedule.type': expected one of loglinear, ddpm, ldm, sigmoid, cosine; got '{}'", t);
+    fail("config: key 'schedule.type': expected one of loglinear, ddpm, ldm, sigmoid, cosine; got '{}'", abbreviate(t));
   }
   require(*s.N >= 1, "schedule.N", fmt::format("must be >= 1, got {}", *s.N));
   validate_schedule(s);
