@@ -24,7 +24,7 @@ fill_leaving() {  # fill_leaving KIB: fills the disk, then frees KIB KiB of it
   truncate -s "-$1K" "$disk/filler"
 }
 free_up() { rm -f "$disk/filler"; }
-no_temporaries() { [[ -z $(find "$1" -name '.*' ! -name . | head -1) ]]; }  # .NAME.tmp.PID, .NAME.bak.PID, scratch dirs
+no_temporaries() { [[ -z $(find "$1" -name '.*' ! -name . ! -name .lock | head -1) ]]; }  # .NAME.tmp.PID, .NAME.bak.PID, scratch dirs (a run's .lock stays by design)
 ends_with_newline() { [[ -s $1 && $(tail -c 1 "$1" | od -An -c | tr -d ' ') == '\n' ]]; }
 every_line_whole() { ! grep -qv '}}$' "$1"; }  # each metrics record ends with its time_s object
 expect_failure() {  # expect_failure NAME TEXT: the last command (status $rc, stderr err.txt) failed naming TEXT

@@ -110,7 +110,7 @@ def compare(name, got_tokens, expected):
 
 
 def main():
-    if len(sys.argv) != 2:
+    if len(sys.argv) < 2:
         print(__doc__)
         return 1
     binary = sys.argv[1]

@@ -266,11 +266,11 @@ TEST(Resume, SymbolicLinkLoopAtTheCheckpointIsAnErrorNotANewRun) {
   fs::create_directories(dir / "run/checkpoints");
   fs::create_symlink(dir / "loop.pt", dir / "run/checkpoints/latest.pt");
   fs::create_symlink(dir / "run/checkpoints/latest.pt", dir / "loop.pt");
-  expect_error([&] { Trainer t(config_for(dir, "run", 10), single_rank()); },
+  expect_error([&] { Trainer(config_for(dir, "run", 10), single_rank()).synchronize(); },
                {dir / "run/checkpoints/latest.pt: symbolic link loop"});
   TrainOptions looped;
   looped.resume = dir / "loop.pt";
-  expect_error([&] { Trainer t(config_for(dir, "other", 10), single_rank(), looped); },
+  expect_error([&] { Trainer(config_for(dir, "other", 10), single_rank(), looped).synchronize(); },
                {dir / "loop.pt: symbolic link loop"});
 }
 

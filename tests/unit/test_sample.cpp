@@ -71,12 +71,13 @@ TEST(SampleCommand, FiniteAtEveryStepCountAndMu) {
 
 TEST(SampleCommand, NonFiniteSamplesAreCountedAndNotWritten) {
   test::TempDir dir;
-  // The last layer's first bias NaN: the first coordinate of every eps estimate is NaN, the
-  // second stays finite, so after one step half the values are NaN.
+  // The last layer's first bias near float32's largest value (finite: a checkpoint never
+  // holds NaN or Inf): the first coordinate of every eps estimate is huge, and one step of
+  // size sigma overflows it to Inf; the second stays finite, so half the values are Inf.
   const auto checkpoint = write_checkpoint(dir, {}, [](auto& state) {
     auto& bias = state["net.4.bias"];
     bias = bias.clone();
-    bias[0] = std::numeric_limits<float>::quiet_NaN();
+    bias[0] = 3e38f;
   });
   const std::string out = dir / "s.h5";
   auto o = options_for(checkpoint, out);
