@@ -37,10 +37,12 @@ handlers_installed() {
 "$difftrain" train "$config" run_dir=busy "${long[@]}" >busy1.log 2>&1 &
 holder=$!
 wait_for 60 test -f busy/checkpoints/latest.pt
-"$difftrain" train "$config" run_dir=busy "${long[@]}" >out.txt 2>err.txt; rc=$?
+# (bounded: a difftrain without the lock would train along for good)
+timeout 120 "$difftrain" train "$config" run_dir=busy "${long[@]}" >out.txt 2>err.txt; rc=$?
 check "busy run_dir (1 rank): refused, status 1" test "$rc" -eq 1
 check "busy run_dir (1 rank): one line naming the holder's pid" one_error_line err.txt "another training run.*pid $holder on host"
-mpi -n 2 "$difftrain" train "$config" run_dir=busy "${long[@]}" >out.txt 2>err.txt; rc=$?
+timeout 120 "$mpirun_bin" --allow-run-as-root --oversubscribe --bind-to none -x OMP_NUM_THREADS=1 \
+  -x OPENBLAS_NUM_THREADS=1 -n 2 "$difftrain" train "$config" run_dir=busy "${long[@]}" >out.txt 2>err.txt; rc=$?
 check "busy run_dir (2 ranks): refused, non-zero" test "$rc" -ne 0
 check "busy run_dir (2 ranks): one line naming the holder" one_error_line err.txt "pid $holder"
 check "busy run_dir: the holder trains on" kill -0 "$holder"
