@@ -53,15 +53,12 @@ void read(const YAML::Node& n, const std::string& w, int64_t& out) {
          std::numeric_limits<int64_t>::max(), describe(n));
   out = read_as<int64_t>(n, w, "an integer");
 }
+void read(const YAML::Node& n, const std::string& w, bool& out) {
+  out = read_as<bool>(n, w, "true or false");
+}
 void read(const YAML::Node& n, const std::string& w, double& out) {
   out = read_as<double>(n, w, "a number");
   if (!std::isfinite(out)) fail("{}: expected a finite number, got {}", w, describe(n));
-}
-template <typename T>
-void read(const YAML::Node& n, const std::string& w, std::optional<T>& out) {
-  T value{};
-  read(n, w, value);
-  out = value;
 }
 template <typename T>
 void read(const YAML::Node& n, const std::string& w, std::vector<T>& out) {
@@ -74,6 +71,13 @@ void read(const YAML::Node& n, const std::string& w, std::vector<T>& out) {
   }
 }
 
+template <typename T>
+void read(const YAML::Node& n, const std::string& w, std::optional<T>& out) {
+  T value{};
+  read(n, w, value);
+  out = value;
+}
+
 // ---- writing: shortest text that reads back to the same value ------------------------
 
 std::string text(const std::string& v) {
@@ -82,6 +86,7 @@ std::string text(const std::string& v) {
   return out.c_str();
 }
 std::string text(int64_t v) { return fmt::format("{}", v); }
+std::string text(bool v) { return v ? "true" : "false"; }
 std::string text(double v) {
   std::string s = fmt::format("{}", v);
   // Always a dot, so that YAML 1.1 readers (PyYAML) also see a float: "1.0e-08", "10.0".
@@ -92,13 +97,14 @@ std::string text(double v) {
   return s;
 }
 template <typename T>
-std::string text(const std::optional<T>& v) { return v ? text(*v) : "null"; }
-template <typename T>
 std::string text(const std::vector<T>& v) {
   std::vector<std::string> items;
   for (const auto& x : v) items.push_back(text(x));
   return fmt::format("[{}]", fmt::join(items, ", "));
 }
+
+template <typename T>
+std::string text(const std::optional<T>& v) { return v ? text(*v) : "null"; }
 
 // ---- the schema: one row per key ------------------------------------------------------
 
@@ -115,14 +121,15 @@ Field field(std::string key, T& target) {
 }
 
 std::vector<Field> schema(Config& c) {
-  return {
+  std::vector<Field> fields{
       field("run_dir", c.run_dir),
       field("seed", c.seed),
       field("data.path", c.data.path),
       field("data.dataset", c.data.dataset),
-      field("model.type", c.model.type),
-      field("model.hidden_dims", c.model.hidden_dims),
-      field("model.parameterization", c.model.parameterization),
+      field("data.hflip", c.data.hflip),
+  };
+  visit_model_keys(c.model, [&](const char* name, auto& member) { fields.push_back(field(std::string("model.") + name, member)); });
+  std::vector<Field> rest{
       field("schedule.type", c.schedule.type),
       field("schedule.N", c.schedule.N),
       field("schedule.sigma_min", c.schedule.sigma_min),
@@ -145,6 +152,8 @@ std::vector<Field> schema(Config& c) {
       field("train.checkpoint_every", c.train.checkpoint_every),
       field("train.keep_checkpoints", c.train.keep_checkpoints),
       field("train.max_bad_steps", c.train.max_bad_steps),
+      field("train.cond_drop", c.train.cond_drop),
+      field("train.sample_every", c.train.sample_every),
       field("dist.backend", c.dist.backend),
       field("dist.bucket_mb", c.dist.bucket_mb),
       field("dist.check_every", c.dist.check_every),
@@ -153,7 +162,11 @@ std::vector<Field> schema(Config& c) {
       field("sample.gam", c.sample.gam),
       field("sample.mu", c.sample.mu),
       field("sample.n", c.sample.n),
+      field("sample.cfg_scale", c.sample.cfg_scale),
+      field("sample.class", c.sample.label),
   };
+  for (auto& f : rest) fields.push_back(std::move(f));
+  return fields;
 }
 
 Field& find_field(std::vector<Field>& fields, const std::string& key, const std::string& source) {
@@ -283,13 +296,7 @@ void resolve(Config& c) {
   require(c.seed >= 0, "seed", fmt::format("must be in [0, {}], got {}", std::numeric_limits<int64_t>::max(), c.seed));
   require(!c.data.path.empty(), "data.path", "must not be empty");
   require(!c.data.dataset.empty(), "data.dataset", "must not be empty");
-  require(c.model.type == "mlp", "model.type", fmt::format("expected one of mlp; got '{}'", abbreviate(c.model.type)));
-  require(!c.model.hidden_dims.empty(), "model.hidden_dims", "must not be empty");
-  for (auto d : c.model.hidden_dims)
-    require(d >= 1, "model.hidden_dims", fmt::format("every width must be >= 1, got {}", d));
-  const auto& p = c.model.parameterization;
-  require(p == "eps" || p == "x0" || p == "v", "model.parameterization",
-          fmt::format("expected one of eps, x0, v; got '{}'", abbreviate(p)));
+  resolve_model_config(c.model);
 
   auto& t = c.train;
   require(t.steps >= 1, "train.steps", fmt::format("must be >= 1, got {}", t.steps));
@@ -313,6 +320,9 @@ void resolve(Config& c) {
   require(t.keep_checkpoints >= 0, "train.keep_checkpoints",
           fmt::format("must be >= 0 (0 = keep all), got {}", t.keep_checkpoints));
   require(t.max_bad_steps >= 1, "train.max_bad_steps", fmt::format("must be >= 1, got {}", t.max_bad_steps));
+  require(t.cond_drop >= 0 && t.cond_drop <= 1, "train.cond_drop",
+          fmt::format("must be in [0, 1], got {}", t.cond_drop));
+  require(t.sample_every >= 0, "train.sample_every", fmt::format("must be >= 0 (0 = off), got {}", t.sample_every));
 
   const auto& b = c.dist.backend;
   require(b == "auto" || b == "mpi" || b == "nccl", "dist.backend",
@@ -330,6 +340,9 @@ void resolve(Config& c) {
           fmt::format("must be in [{}, {}], got {}", kMinGam, kMaxGam, c.sample.gam));
   require(c.sample.mu >= 0 && c.sample.mu < 1, "sample.mu", fmt::format("must be in [0, 1), got {}", c.sample.mu));
   require(c.sample.n >= 1, "sample.n", fmt::format("must be >= 1, got {}", c.sample.n));
+  require(c.sample.cfg_scale >= 0 && c.sample.cfg_scale <= kMaxCfgScale, "sample.cfg_scale",
+          fmt::format("must be in [0, {}], got {}", kMaxCfgScale, c.sample.cfg_scale));
+  parse_class_choice(c.sample.label, c.model.num_classes, "config: key 'sample.class'");
 }
 
 Config parse_config(const std::string& yaml_text, const std::string& source,

@@ -26,7 +26,7 @@ torch::Tensor alpha(const torch::Tensor& sigma) { return 1 / (1 + sigma * sigma)
 
 torch::Tensor training_loss(Denoiser& model, Parameterization p, const TrainSample& s) {
   const auto xt = s.x0 + s.sigma * s.eps;
-  const auto out = model.forward(xt, s.sigma);
+  const auto out = model.forward(xt, s.sigma, s.labels);
   switch (p) {
     case Parameterization::eps: return torch::mse_loss(out, s.eps);
     case Parameterization::x0: return torch::mse_loss(out, s.x0);
@@ -39,8 +39,8 @@ torch::Tensor training_loss(Denoiser& model, Parameterization p, const TrainSamp
 }
 
 torch::Tensor predict_eps(Denoiser& model, Parameterization p, const torch::Tensor& x,
-                          const torch::Tensor& sigma) {
-  const auto out = model.forward(x, sigma);
+                          const torch::Tensor& sigma, const torch::Tensor& labels) {
+  const auto out = model.forward(x, sigma, labels);
   switch (p) {
     case Parameterization::eps: return out;
     case Parameterization::x0: return (x - out) / sigma;
@@ -50,6 +50,42 @@ torch::Tensor predict_eps(Denoiser& model, Parameterization p, const torch::Tens
     }
   }
   fail("predict_eps: bad parameterization");
+}
+
+torch::Tensor guided_eps(Denoiser& model, Parameterization p, const torch::Tensor& x, const torch::Tensor& sigma,
+                         const torch::Tensor& labels, double scale) {
+  if (!labels.defined() || scale == 0) return predict_eps(model, p, x, sigma, labels);
+  if (sigma.numel() != 1) fail("guidance: expected one sigma for the batch, got shape {}", sigma.sizes());
+  const auto no_label = torch::full_like(labels, model.num_classes());
+  const auto both = predict_eps(model, p, torch::cat({x, x}), sigma, torch::cat({labels, no_label}));
+  const auto eps_c = both.narrow(0, 0, x.size(0)), eps_u = both.narrow(0, x.size(0), x.size(0));
+  return eps_c + scale * (eps_c - eps_u);
+}
+
+torch::Tensor drop_labels(const torch::Tensor& labels, double drop, int64_t null_label, at::Generator& gen) {
+  const auto u = torch::rand({labels.size(0)}, gen, torch::kFloat64).to(labels.device());
+  return torch::where(u < drop, torch::full_like(labels, null_label), labels);
+}
+
+std::optional<int64_t> parse_class_choice(const std::string& text, int64_t num_classes, const std::string& where) {
+  if (text == "all") return std::nullopt;
+  if (num_classes == 0) fail("{}: '{}' names a class, but the model is unconditional (model.num_classes 0); use 'all'", where, abbreviate(text));
+  int64_t k = -1;
+  std::size_t used = 0;
+  try {
+    k = std::stoll(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used == 0 || used != text.size() || k < 0 || k >= num_classes)
+    fail("{}: expected a class id in [0, {}] or 'all', got '{}'", where, num_classes - 1, abbreviate(text));
+  return k;
+}
+
+torch::Tensor class_labels(std::optional<int64_t> choice, int64_t num_classes, int64_t n) {
+  if (choice) return torch::full({n}, *choice, torch::kInt64);
+  const int64_t per_class = (n + num_classes - 1) / num_classes;
+  return torch::arange(n, torch::kInt64).div(per_class, "floor");
 }
 
 bool valid_gam(double gam) { return gam >= kMinGam && gam <= kMaxGam; }

@@ -58,11 +58,12 @@ std::vector<char> scatter_png(const torch::Tensor& samples, const torch::Tensor&
   return encode_png(size, size, 3, pixels);
 }
 
-std::vector<char> image_grid_png(const torch::Tensor& images) {
+std::vector<char> image_grid_png(const torch::Tensor& images, int64_t columns) {
   if (images.dim() != 4 || (images.size(1) != 1 && images.size(1) != 3))
     fail("image grid: expected images [n, 1 or 3, H, W], got {}", images.sizes());
   const int64_t n = images.size(0), c = images.size(1), h = images.size(2), w = images.size(3);
-  const int64_t cols = static_cast<int64_t>(std::ceil(std::sqrt(static_cast<double>(n))));
+  const int64_t cols = columns > 0 ? std::min(columns, std::max<int64_t>(n, 1))
+                                   : static_cast<int64_t>(std::ceil(std::sqrt(static_cast<double>(n))));
   const int64_t rows = (n + cols - 1) / cols;
   const int64_t pad = 2, W = cols * (w + pad) + pad, H = rows * (h + pad) + pad;
   // [-1, 1] -> [0, 255], channels last.

@@ -21,7 +21,7 @@
 #include "difftrain/plot.h"
 #include "difftrain/schedule.h"
 #include "difftrain/train/checkpoint.h"
-#include "difftrain/train/random_streams.h"
+#include "difftrain/random_streams.h"
 
 namespace difftrain {
 
@@ -31,12 +31,7 @@ double sampling_memory_bytes(int64_t n, const std::vector<int64_t>& sample_shape
   // The loop holds x, the step's noise, eps, eps_prev and eps_av, and the update makes up
   // to three temporaries of the same size before x is replaced.
   const double loop_buffers = 8 * values;
-  // The MLP's forward keeps a layer's input and output alive together (no autograd graph
-  // while sampling), so its peak is about twice its widest layer, the input [x, sigma
-  // embedding] included.
-  double widest = values + 2;
-  for (int64_t w : model.hidden_dims) widest = std::max(widest, static_cast<double>(w));
-  return static_cast<double>(n) * (loop_buffers + 2 * widest) * sizeof(float);
+  return static_cast<double>(n) * (loop_buffers + inference_activations(model, sample_shape)) * sizeof(float);
 }
 
 namespace {
@@ -93,8 +88,22 @@ void refuse_outputs_over_inputs(const SampleOptions& o, const Config& config) {
   }
 }
 
-// Samples over the training data (2-d points), or a grid of the first images.
-std::vector<char> picture(const torch::Tensor& samples, const Config& config) {
+// Samples over the training data (2-d points), or a grid of images: the first 256, or for
+// a conditional model up to 16 of each class, one class per row.
+std::vector<char> picture(const torch::Tensor& samples, const torch::Tensor& labels, const Config& config) {
+  if (samples.dim() != 2 && labels.defined()) {
+    std::vector<torch::Tensor> rows;
+    int64_t columns = 1;
+    for (int64_t k = 0; k <= labels.max().item<int64_t>(); ++k) {
+      const auto of_k = torch::nonzero(labels == k).reshape({-1});
+      if (of_k.numel() == 0) continue;
+      rows.push_back(samples.index_select(0, of_k.narrow(0, 0, std::min<int64_t>(of_k.numel(), 16))));
+      columns = std::max(columns, rows.back().size(0));
+    }
+    for (auto& r : rows)  // a short row is padded with black (-1) tiles
+      if (r.size(0) < columns) r = torch::cat({r, torch::full({columns - r.size(0)}, -1.0).view({-1, 1, 1, 1}).expand({columns - r.size(0), r.size(1), r.size(2), r.size(3)})});
+    return image_grid_png(torch::cat(rows), columns);
+  }
   if (samples.dim() != 2) return image_grid_png(samples.narrow(0, 0, std::min<int64_t>(samples.size(0), 256)));
   torch::Tensor data;
   try {  // the training data underneath, when it is still where the config says
@@ -131,48 +140,79 @@ void require_memory_for(const char* option, int64_t n, const std::vector<int64_t
 
 }  // namespace
 
+SamplingModel load_sampling_model(const std::string& checkpoint, bool use_ema, bool untrained) {
+  const Checkpoint c = load_checkpoint(checkpoint);
+  Config config = parse_config(c.config_yaml, checkpoint + " (config)");
+  Schedule schedule = make_schedule(config.schedule);
+  // A fresh run draws its initial weights from this stream (see Trainer).
+  torch::manual_seed(stream_key(config.seed, 0, Stream::init, 0));
+  auto model = make_model(config.model, c.sample_shape, checkpoint + " (sample_shape)");
+  if (!untrained)
+    load_state_dict(*model, use_ema ? c.ema : c.model, checkpoint + (use_ema ? " (ema)" : " (model)"));
+  model->eval();
+  return {std::move(config), std::move(schedule), c.sample_shape, std::move(model)};
+}
+
+torch::Tensor generate(SamplingModel& m, int64_t n, const torch::Tensor& labels, const GenerateParams& params,
+                       at::Generator& gen, const std::string& what) {
+  if (!(params.cfg_scale >= 0 && params.cfg_scale <= kMaxCfgScale))
+    fail("{}: the guidance scale must be in [0, {}], got {}", what, kMaxCfgScale, params.cfg_scale);
+  const int64_t num_classes = m.model->num_classes();
+  if (num_classes > 0 && (!labels.defined() || labels.dim() != 1 || labels.size(0) != n))
+    fail("{}: a conditional model needs one label per sample ({}), got {}", what, n,
+         labels.defined() ? fmt::format("shape {}", labels.sizes()) : "none");
+  if (num_classes == 0 && labels.defined()) fail("{}: the model is unconditional; it takes no labels", what);
+  std::vector<int64_t> shape{n};
+  shape.insert(shape.end(), m.sample_shape.begin(), m.sample_shape.end());
+  const auto parameterization = parse_parameterization(m.config.model.parameterization);
+  EpsFn eps_hat = [&](const torch::Tensor& x, const torch::Tensor& sigma) {
+    return guided_eps(*m.model, parameterization, x, sigma, labels, params.cfg_scale);
+  };
+  auto samples = sample(eps_hat, m.schedule.sample_sigmas(params.steps), params.sampler, shape, gen);
+  require_finite_samples(samples, what);
+  return samples;
+}
+
 torch::Tensor run_sample(const SampleOptions& o) {
   // Config values were validated when the config was parsed; only options can be out of range.
   if (o.n && *o.n < 1) fail("sample: --n must be >= 1, got {}", *o.n);
   if (o.gam && !valid_gam(*o.gam)) fail("sample: --gam must be in [{}, {}], got {}", kMinGam, kMaxGam, *o.gam);
   if (o.mu && !(*o.mu >= 0 && *o.mu < 1)) fail("sample: --mu must be in [0, 1), got {}", *o.mu);
+  if (o.cfg_scale && !(*o.cfg_scale >= 0 && *o.cfg_scale <= kMaxCfgScale))
+    fail("sample: --cfg-scale must be in [0, {}], got {}", kMaxCfgScale, *o.cfg_scale);
 
-  const Checkpoint c = load_checkpoint(o.checkpoint);
-  const Config config = parse_config(c.config_yaml, o.checkpoint + " (config)");
+  SamplingModel m = load_sampling_model(o.checkpoint, o.use_ema);
+  const Config& config = m.config;
+  const Schedule& schedule = m.schedule;
   refuse_outputs_over_inputs(o, config);
-  const Schedule schedule = make_schedule(config.schedule);
   const int64_t n = o.n.value_or(config.sample.n);
   const int64_t steps = o.steps.value_or(config.sample.steps);
   const SamplerParams params{o.gam.value_or(config.sample.gam), o.mu.value_or(config.sample.mu)};
   if (steps < 1 || steps > schedule.size())
     fail("sample: {} must be in [1, schedule.N = {}], got {}",
          o.steps ? "--steps" : "sample.steps (from the checkpoint's config; pass --steps)", schedule.size(), steps);
-  require_memory_for(o.n ? "--n" : "sample.n", n, c.sample_shape, config.model);
-  const auto& example = c.sample_shape;
+  require_memory_for(o.n ? "--n" : "sample.n", n, m.sample_shape, config.model);
+  const auto& example = m.sample_shape;
   const bool points = example.size() == 1 && example[0] == 2, images = example.size() == 3;
   if (!o.png.empty() && !points && !images)
     fail("sample: --png draws 2-d points or images; examples of this checkpoint have shape {}",
          c10::IntArrayRef(example));
 
-  auto model = make_model(config.model, c.sample_shape, o.checkpoint + " (sample_shape)");
-  load_state_dict(*model, o.use_ema ? c.ema : c.model, o.checkpoint + (o.use_ema ? " (ema)" : " (model)"));
-  model->eval();
-
-  std::vector<int64_t> shape{n};
-  shape.insert(shape.end(), c.sample_shape.begin(), c.sample_shape.end());
+  const int64_t num_classes = m.model->num_classes();
+  const auto choice = parse_class_choice(o.label.value_or(config.sample.label), num_classes,
+                                         o.label ? "sample: --class" : "sample.class (from the checkpoint's config)");
+  const torch::Tensor labels = num_classes > 0 ? class_labels(choice, num_classes, n) : torch::Tensor();
+  GenerateParams gp{steps, params, o.cfg_scale.value_or(config.sample.cfg_scale)};
   auto gen = stream_generator(static_cast<uint64_t>(o.seed), 0, Stream::sample, 0);
-  const auto parameterization = parse_parameterization(config.model.parameterization);
-  EpsFn eps_hat = [&](const torch::Tensor& x, const torch::Tensor& sigma) {
-    return predict_eps(*model, parameterization, x, sigma);
-  };
-  const auto samples = sample(eps_hat, schedule.sample_sigmas(steps), params, shape, gen);
-  require_finite_samples(samples, fmt::format("sample: nothing written to {} (steps {}, gam {}, mu {})", o.out,
-                                              steps, params.gam, params.mu));
+  const auto samples =
+      generate(m, n, labels, gp, gen,
+               fmt::format("sample: nothing written to {} (steps {}, gam {}, mu {}, cfg-scale {})", o.out, steps,
+                           params.gam, params.mu, gp.cfg_scale));
 
   // The samples and their picture land together or not at all; until both are whole,
   // earlier files of those names stay as they were.
   StagedFiles files;
-  if (!o.png.empty()) files.stage(o.png, picture(samples, config));
+  if (!o.png.empty()) files.stage(o.png, picture(samples, labels, m.config));
   h5::stage_datasets(files, o.out, {{"samples", samples}});
   files.publish();
   return samples;

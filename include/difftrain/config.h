@@ -6,18 +6,16 @@
 #include <string>
 #include <vector>
 
+#include "difftrain/models/model_config.h"
+
 namespace difftrain {
 
 struct DataConfig {
   std::string path = "data/swissroll";  // a directory of *.h5 shards, one file, or a glob
   std::string dataset = "x";
+  bool hflip = false;  // flip each image left-right with probability 1/2 (images only)
 };
 
-struct ModelConfig {
-  std::string type = "mlp";
-  std::vector<int64_t> hidden_dims{16, 128, 128, 128, 128, 16};
-  std::string parameterization = "eps";  // eps | x0 | v
-};
 
 // Which keys apply, and their defaults, depend on `type`; resolve() fills them in.
 struct ScheduleConfig {
@@ -43,6 +41,8 @@ struct TrainConfig {
   int64_t checkpoint_every = 1000;
   int64_t keep_checkpoints = 3;  // step-*.pt files kept besides latest.pt; 0 = keep all
   int64_t max_bad_steps = 20;    // consecutive non-finite steps skipped before the run stops
+  double cond_drop = 0.1;        // share of labels replaced by "no label" (conditional models)
+  int64_t sample_every = 0;      // steps between sample grids in RUN/samples/ (images); 0 = off
 };
 
 struct DistConfig {
@@ -57,6 +57,8 @@ struct SampleConfig {
   double gam = 2.0;
   double mu = 0.0;
   int64_t n = 2000;
+  double cfg_scale = 0.0;     // classifier-free guidance: eps_c + cfg_scale (eps_c - eps_u)
+  std::string label = "all";  // key `class`: a class id, or "all" (cycle the classes)
 };
 
 struct Config {

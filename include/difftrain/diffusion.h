@@ -2,6 +2,7 @@
 // The diffusion core: training samples, the loss per parameterization, and the
 // generalized DDPM/DDIM sampler. Each is a few lines of math over tensors.
 #include <functional>
+#include <optional>
 #include <string>
 
 #include <torch/torch.h>
@@ -20,6 +21,7 @@ struct TrainSample {
   torch::Tensor x0;     // [B, ...]
   torch::Tensor sigma;  // [B, 1, ..., 1]: broadcasts against x0
   torch::Tensor eps;    // x0's shape, N(0, I)
+  torch::Tensor labels = {};  // int64 [B] for a conditional model, else undefined
 };
 
 // sigma from `sigma_gen` (uniform over the schedule), eps from `eps_gen`.
@@ -31,7 +33,28 @@ torch::Tensor training_loss(Denoiser& model, Parameterization p, const TrainSamp
 
 // The noise estimate the sampler needs, whatever the network predicts.
 torch::Tensor predict_eps(Denoiser& model, Parameterization p, const torch::Tensor& x,
-                          const torch::Tensor& sigma);
+                          const torch::Tensor& sigma, const torch::Tensor& labels = {});
+
+// ---- class conditioning ---------------------------------------------------------------
+
+// Classifier-free guidance: eps_c + scale (eps_c - eps_u), where eps_u is the estimate
+// with every label replaced by "no label" (num_classes). Both halves go through the model
+// as one doubled batch. Scale 0, or no labels, is the plain conditional estimate.
+torch::Tensor guided_eps(Denoiser& model, Parameterization p, const torch::Tensor& x, const torch::Tensor& sigma,
+                         const torch::Tensor& labels, double scale);
+constexpr double kMaxCfgScale = 20.0;
+
+// Training's label dropout: each label becomes "no label" (null_label) with probability
+// `drop`, drawn from `gen`.
+torch::Tensor drop_labels(const torch::Tensor& labels, double drop, int64_t null_label, at::Generator& gen);
+
+// "all" (nullopt: cycle through the classes) or a class id in [0, num_classes); `where`
+// names the option or key in the error.
+std::optional<int64_t> parse_class_choice(const std::string& text, int64_t num_classes, const std::string& where);
+// n labels: the chosen class, or for "all" every class in turn, in blocks of
+// ceil(n / num_classes): 0, 0, ..., 1, 1, ..., so that a grid of that many columns shows
+// one class per row.
+torch::Tensor class_labels(std::optional<int64_t> choice, int64_t num_classes, int64_t n);
 
 // eps_hat(x, sigma) with sigma a 0-d tensor.
 using EpsFn = std::function<torch::Tensor(const torch::Tensor& x, const torch::Tensor& sigma)>;

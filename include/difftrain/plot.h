@@ -11,7 +11,8 @@ namespace difftrain {
 // canvas framing both.
 std::vector<char> scatter_png(const torch::Tensor& samples, const torch::Tensor& data, int size = 640);
 
-// Images [n, C, H, W] with values in [-1, 1] (C = 1 or 3), tiled into a near-square grid.
-std::vector<char> image_grid_png(const torch::Tensor& images);
+// Images [n, C, H, W] with values in [-1, 1] (C = 1 or 3), tiled row by row into a grid of
+// `columns` columns (0: a near-square grid).
+std::vector<char> image_grid_png(const torch::Tensor& images, int64_t columns = 0);
 
 }  // namespace difftrain

@@ -7,14 +7,39 @@
 #include <torch/torch.h>
 
 #include "difftrain/config.h"
+#include "difftrain/diffusion.h"
+#include "difftrain/models/denoiser.h"
+#include "difftrain/schedule.h"
 
 namespace difftrain {
+
+// A checkpoint's model, ready to sample: its config, schedule and weights.
+struct SamplingModel {
+  Config config;
+  Schedule schedule;
+  std::vector<int64_t> sample_shape;
+  std::shared_ptr<Denoiser> model;  // in eval mode
+};
+// `use_ema`: the EMA weights (else the raw model's). `untrained`: the weights a fresh run of
+// this config starts from instead of the checkpoint's (the "ceiling" of a quality figure).
+SamplingModel load_sampling_model(const std::string& checkpoint, bool use_ema = true, bool untrained = false);
+
+struct GenerateParams {
+  int64_t steps = 20;
+  SamplerParams sampler;
+  double cfg_scale = 0;  // guidance scale (conditional models)
+};
+// n samples [n, *sample_shape] from `gen`; `labels` [n] int64 for a conditional model
+// (undefined for an unconditional one). Non-finite samples are an error naming `what`.
+torch::Tensor generate(SamplingModel& m, int64_t n, const torch::Tensor& labels, const GenerateParams& params,
+                       at::Generator& gen, const std::string& what = "sample");
 
 struct SampleOptions {
   std::string checkpoint;
   std::string out;                 // HDF5 file: dataset "samples", float32 [n, ...]
   std::optional<int64_t> n, steps;  // default: the checkpoint config's sample section
-  std::optional<double> gam, mu;
+  std::optional<double> gam, mu, cfg_scale;  // default: sample.cfg_scale
+  std::optional<std::string> label;         // --class K|all; default: sample.class
   int64_t seed = 0;
   std::string png;       // optional picture: samples over the data (2-d) or an image grid
   bool use_ema = true;   // sample from the EMA weights (false: the raw model weights)

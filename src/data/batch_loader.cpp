@@ -3,13 +3,14 @@
 #include <numeric>
 
 #include "difftrain/error.h"
-#include "difftrain/train/random_streams.h"
+#include "difftrain/random_streams.h"
 
 namespace difftrain {
 
 BatchLoader::BatchLoader(ShardedDataset dataset, RankShare share, int64_t batch_size, uint64_t seed, int rank,
-                         int64_t start_position, int prefetch)
+                         int64_t start_position, LoaderExtras extras, int prefetch)
     : dataset_(std::move(dataset)),
+      extras_(std::move(extras)),
       share_(share),
       batch_size_(batch_size),
       seed_(seed),
@@ -18,6 +19,9 @@ BatchLoader::BatchLoader(ShardedDataset dataset, RankShare share, int64_t batch_
       prefetch_(static_cast<std::size_t>(std::max(1, prefetch))) {
   if (batch_size < 1) fail("batch loader: batch size must be >= 1, got {}", batch_size);
   if (share.size() < 1) fail("batch loader: rank {} has an empty share of the data", rank);
+  if (extras_.hflip && dataset_.sample_shape().size() != 3)
+    fail("config: key 'data.hflip': flips images [C, H, W], but examples have shape {}",
+         c10::IntArrayRef(dataset_.sample_shape()));
   reader_ = std::thread([this, start_position] { read_ahead(start_position); });
 }
 
@@ -68,7 +72,14 @@ void BatchLoader::read_ahead(int64_t position) {
         cv_.wait(lock, [&] { return stop_ || ready_.size() < prefetch_; });
         if (stop_) return;
       }
-      auto batch = dataset_.read(indices_at(position, cache));
+      const auto indices = indices_at(position, cache);
+      Batch batch{dataset_.read(indices), {}};
+      if (extras_.labels) batch.y = extras_.labels->read(indices);
+      if (extras_.hflip) {
+        auto gen = stream_generator(seed_, rank_, Stream::hflip, static_cast<uint64_t>(position));
+        const auto flip = torch::rand({batch_size_}, gen, torch::kFloat64) < 0.5;
+        batch.x = torch::where(flip.view({-1, 1, 1, 1}), batch.x.flip({3}), batch.x);
+      }
       position += batch_size_;
       {
         std::lock_guard<std::mutex> lock(mutex_);
@@ -84,7 +95,7 @@ void BatchLoader::read_ahead(int64_t position) {
   }
 }
 
-torch::Tensor BatchLoader::next() {
+Batch BatchLoader::next() {
   std::unique_lock<std::mutex> lock(mutex_);
   cv_.wait(lock, [&] { return !ready_.empty() || error_; });
   if (ready_.empty()) std::rethrow_exception(error_);

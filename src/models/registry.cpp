@@ -2,7 +2,9 @@
 
 #include <unistd.h>
 
+#include <functional>
 #include <new>
+#include <type_traits>
 
 #include <c10/util/Exception.h>
 #include <fmt/ranges.h>
@@ -13,6 +15,42 @@
 namespace difftrain {
 
 namespace {
+
+// One row per model type. `keys` are the model.* keys that apply to it besides type,
+// parameterization and num_classes; `resolve` fills their defaults and checks them;
+// `parameters` counts the weights before anything is allocated; `activations` estimates
+// the values per example that a forward pass without autograd holds at its peak; `build` makes the module
+// for examples of `sample_shape` (after `check_shape` accepted it).
+struct ModelType {
+  std::string name;
+  std::vector<std::string> keys;
+  std::function<void(ModelConfig&)> resolve;
+  std::function<void(const std::vector<int64_t>& sample_shape, const std::string& shape_source)> check_shape;
+  std::function<long double(const ModelConfig&, const std::vector<int64_t>& sample_shape)> parameters;
+  std::function<double(const ModelConfig&, const std::vector<int64_t>& sample_shape)> activations;
+  std::function<std::shared_ptr<Denoiser>(const ModelConfig&, const std::vector<int64_t>& sample_shape)> build;
+};
+
+const std::vector<ModelType>& types() {
+  static const std::vector<ModelType> all{
+      {"mlp", {"hidden_dims"}, resolve_mlp_config, check_mlp_shape, mlp_parameter_count, mlp_activation_count,
+       [](const ModelConfig& c, const std::vector<int64_t>& shape) -> std::shared_ptr<Denoiser> {
+         return TimeInputMLP(shape[0], *c.hidden_dims).ptr();
+       }},
+  };
+  return all;
+}
+
+const ModelType& find_type(const std::string& name) {
+  for (const auto& t : types())
+    if (t.name == name) return t;
+  fail("config: key 'model.type': expected one of {}; got '{}'", fmt::join(model_types(), ", "), abbreviate(name));
+}
+
+template <typename T>
+struct is_optional : std::false_type {};
+template <typename T>
+struct is_optional<std::optional<T>> : std::true_type {};
 
 // "7.2 TB": sizes to the nearest unit a person reads at a glance.
 std::string human_bytes(long double bytes) {
@@ -35,39 +73,67 @@ std::string without_enforce_prefix(const std::string& text) {
   return end == std::string::npos ? text : text.substr(end + 2);
 }
 
-// The MLP's weights and biases, counted before anything is allocated: widths that no
-// machine can hold are refused with the key's name instead of an allocator's message (or
-// the kernel's OOM killer). Counted in long double so that no width overflows it.
-void check_mlp_fits(int64_t dim, const std::vector<int64_t>& hidden_dims) {
-  long double parameters = 0, in = static_cast<long double>(dim) + 2;  // + sin/cos of log sigma
-  for (const int64_t out : hidden_dims) parameters += (in + 1) * out, in = out;
-  parameters += (in + 1) * dim;
-  const long double bytes = parameters * sizeof(float), memory = physical_memory_bytes();
-  if (memory > 0 && bytes > memory)
-    fail("config: key 'model.hidden_dims': {} makes a model of {:.3g} parameters, {} as float32, more than this "
-         "machine's {} of memory",
-         abbreviate(fmt::format("[{}]", fmt::join(hidden_dims, ", "))), static_cast<double>(parameters),
-         human_bytes(bytes), human_bytes(memory));
+// "model.type 'dit' with model.depth 6, model.patch 2": the keys that shaped a model.
+std::string describe_keys(const ModelConfig& config, const ModelType& type) {
+  ModelConfig copy = config;
+  std::vector<std::string> parts{fmt::format("model.type '{}'", config.type)};
+  visit_model_keys(copy, [&](const char* name, auto& member) {
+    using T = std::decay_t<decltype(member)>;
+    if constexpr (is_optional<T>::value) {
+      if (member && std::find(type.keys.begin(), type.keys.end(), name) != type.keys.end())
+        parts.push_back(abbreviate(fmt::format("model.{} {}", name, *member)));
+    }
+  });
+  return fmt::format("{}", fmt::join(parts, ", "));
 }
 
 }  // namespace
 
-std::shared_ptr<Denoiser> make_model(const ModelConfig& config, const std::vector<int64_t>& sample_shape,
+std::vector<std::string> model_types() {
+  std::vector<std::string> names;
+  for (const auto& t : types()) names.push_back(t.name);
+  return names;
+}
+
+void resolve_model_config(ModelConfig& m) {
+  const ModelType& type = find_type(m.type);
+  visit_model_keys(m, [&](const char* name, auto& member) {
+    using T = std::decay_t<decltype(member)>;
+    if constexpr (is_optional<T>::value) {
+      if (member && std::find(type.keys.begin(), type.keys.end(), name) == type.keys.end())
+        fail("config: key 'model.{}' does not apply to model type '{}'", name, m.type);
+    }
+  });
+  if (m.num_classes < 0) fail("config: key 'model.num_classes': must be >= 0 (0 = unconditional), got {}", m.num_classes);
+  const auto& p = m.parameterization;
+  if (p != "eps" && p != "x0" && p != "v")
+    fail("config: key 'model.parameterization': expected one of eps, x0, v; got '{}'", abbreviate(p));
+  type.resolve(m);
+}
+
+double inference_activations(const ModelConfig& unresolved, const std::vector<int64_t>& sample_shape) {
+  ModelConfig config = unresolved;
+  resolve_model_config(config);
+  return find_type(config.type).activations(config, sample_shape);
+}
+
+std::shared_ptr<Denoiser> make_model(const ModelConfig& unresolved, const std::vector<int64_t>& sample_shape,
                                      const std::string& shape_source) {
-  if (config.type != "mlp") fail("config: key 'model.type': unknown model '{}'", abbreviate(config.type));
-  if (sample_shape.size() != 1 || sample_shape[0] < 1)
-    fail("{}: examples of shape [{}] do not fit model 'mlp', which takes examples of shape [dim] (a dataset of "
-         "shape [n, dim])",
-         shape_source, fmt::join(sample_shape, ", "));
-  check_mlp_fits(sample_shape[0], config.hidden_dims);
+  ModelConfig config = unresolved;  // resolving is idempotent: a parsed config passes through unchanged
+  resolve_model_config(config);
+  const ModelType& type = find_type(config.type);
+  type.check_shape(sample_shape, shape_source);
+  const long double parameters = type.parameters(config, sample_shape);
+  const long double bytes = parameters * sizeof(float), memory = physical_memory_bytes();
+  if (memory > 0 && bytes > memory)
+    fail("config: {} makes a model of {:.3g} parameters, {} as float32, more than this machine's {} of memory",
+         describe_keys(config, type), static_cast<double>(parameters), human_bytes(bytes), human_bytes(memory));
   try {
-    return TimeInputMLP(sample_shape[0], config.hidden_dims).ptr();
+    return type.build(config, sample_shape);
   } catch (const c10::Error& e) {
-    fail("config: model.type '{}' with model.hidden_dims {}: cannot build the model: {}", config.type,
-         abbreviate(fmt::format("[{}]", fmt::join(config.hidden_dims, ", "))), without_enforce_prefix(one_line(e)));
+    fail("config: {}: cannot build the model: {}", describe_keys(config, type), without_enforce_prefix(one_line(e)));
   } catch (const std::bad_alloc&) {
-    fail("config: model.type '{}' with model.hidden_dims {}: out of memory while building the model", config.type,
-         abbreviate(fmt::format("[{}]", fmt::join(config.hidden_dims, ", "))));
+    fail("config: {}: out of memory while building the model", describe_keys(config, type));
   }
 }
 

@@ -12,7 +12,7 @@
 #include "difftrain/error.h"
 #include "difftrain/models/registry.h"
 #include "difftrain/train/optimizer.h"
-#include "difftrain/train/random_streams.h"
+#include "difftrain/random_streams.h"
 #include "difftrain/train/resume.h"
 #include "difftrain/train/stop_signal.h"
 
@@ -30,6 +30,19 @@ int64_t bit_checksum(const torch::Tensor& t) {
   const auto bits = t.detach().cpu().contiguous().view(torch::kInt32).reshape({-1}).to(torch::kInt64);
   const auto weights = torch::arange(bits.numel(), torch::kInt64).remainder(9973) + 1;
   return (bits * weights).sum().item<int64_t>();
+}
+
+// Labels index the model's class embedding: one out of range would read past it (or, at
+// num_classes, silently train the "no label" row).
+void check_label_range(ShardedDataset& labels, int64_t num_classes) {
+  for (const auto& shard : labels.shards()) {
+    if (shard.rows == 0) continue;
+    const auto y = labels.read_stored(shard.first, shard.rows);
+    const int64_t lo = y.min().item<int64_t>(), hi = y.max().item<int64_t>();
+    if (lo < 0 || hi >= num_classes)
+      fail("{}: dataset 'y' holds label {}, outside [0, {}] (model.num_classes {})", shard.path, lo < 0 ? lo : hi,
+           num_classes - 1, num_classes);
+  }
 }
 
 }  // namespace
@@ -55,6 +68,13 @@ Trainer::Trainer(Config config, Communicator& comm, TrainOptions options)
     fail("{}: dataset '{}' holds int64 values (labels?); training data must be float32 or uint8", config_.data.path,
          config_.data.dataset);
   rank_share(dataset_->size(), comm_.rank(), comm_.size());  // every rank needs at least one example
+  if (config_.model.num_classes > 0) {
+    labels_ = dataset_->labels();
+    if (!labels_)
+      fail("config: key 'model.num_classes': {} makes a class-conditional model, but {} has no labels (dataset 'y')",
+           config_.model.num_classes, config_.data.path);
+    check_label_range(*labels_, config_.model.num_classes);
+  }
 
   // Every rank builds the same initial weights from the same stream; synchronize() then
   // makes them identical by construction, whatever the ranks' libraries do.
@@ -222,7 +242,7 @@ void Trainer::save(int64_t step) {
   for (int64_t old : pruned) fs::remove(checkpoint_path(config_.run_dir, old));
 }
 
-Trainer::StepStats Trainer::step(const std::vector<torch::Tensor>& micro_batches, int64_t step_index,
+Trainer::StepStats Trainer::step(const std::vector<Batch>& micro_batches, int64_t step_index,
                                  std::exception_ptr local_error) {
   StepStats stats;
   auto t0 = Clock::now();
@@ -235,8 +255,13 @@ Trainer::StepStats Trainer::step(const std::vector<torch::Tensor>& micro_batches
         const uint64_t counter = static_cast<uint64_t>((step_index - 1) * accum + m);
         auto sigma_gen = stream_generator(config_.seed, comm_.rank(), Stream::sigma, counter);
         auto eps_gen = stream_generator(config_.seed, comm_.rank(), Stream::eps, counter);
-        const auto x0 = micro_batches[m].to(comm_.device());
-        const auto sample = generate_train_sample(x0, schedule_, sigma_gen, eps_gen);
+        const auto x0 = micro_batches[m].x.to(comm_.device());
+        auto sample = generate_train_sample(x0, schedule_, sigma_gen, eps_gen);
+        if (model_->num_classes() > 0) {
+          auto drop_gen = stream_generator(config_.seed, comm_.rank(), Stream::cond_drop, counter);
+          sample.labels = drop_labels(micro_batches[m].y.to(comm_.device()), config_.train.cond_drop,
+                                      model_->num_classes(), drop_gen);
+        }
         const auto loss = training_loss(*model_, parameterization_, sample) / static_cast<double>(accum);
         loss.backward();
         loss_sum += loss.item<double>();
@@ -314,9 +339,11 @@ TrainResult Trainer::run() {
   Progress progress;
   if (!loader_) {
     const auto share = rank_share(dataset_->size(), comm_.rank(), comm_.size());
+    LoaderExtras extras{std::move(labels_), config_.data.hflip};
     loader_ = std::make_unique<BatchLoader>(std::move(*dataset_), share, per_rank_batch_, config_.seed, comm_.rank(),
-                                            start_position_);
+                                            start_position_, std::move(extras));
     dataset_.reset();
+    labels_.reset();
   }
   begin_training_phase();
   TrainResult result;
@@ -331,7 +358,7 @@ TrainResult Trainer::run() {
   std::exception_ptr pending;
   for (int64_t s = start_step_ + 1; s <= t.steps; ++s) {
     auto t0 = Clock::now();
-    std::vector<torch::Tensor> micro;
+    std::vector<Batch> micro;
     std::exception_ptr local_error = std::exchange(pending, nullptr);
     if (!local_error) {
       try {

@@ -16,7 +16,7 @@
 #include "difftrain/error.h"
 #include "difftrain/models/registry.h"
 #include "difftrain/train/optimizer.h"
-#include "difftrain/train/random_streams.h"
+#include "difftrain/random_streams.h"
 #include "difftrain/train/trainer.h"
 #include "mpi_test_env.h"
 #include "test_util.h"

@@ -15,7 +15,7 @@
 #include "difftrain/train/checkpoint.h"
 #include "difftrain/train/ema.h"
 #include "difftrain/train/optimizer.h"
-#include "difftrain/train/random_streams.h"
+#include "difftrain/random_streams.h"
 #include "test_util.h"
 
 namespace {

@@ -431,7 +431,7 @@ TEST_F(BatchLoaderTest, EveryIndexOfTheShareOncePerEpoch) {
           const int64_t position = loader.position();
           const auto expected_indices = loader.batch_indices(position);
           ASSERT_EQ(static_cast<int64_t>(expected_indices.size()), batch);
-          const auto got = loader.next();
+          const auto got = loader.next().x;
           ASSERT_EQ(got.sizes(), (std::vector<int64_t>{batch, 3}));
           ASSERT_TRUE(torch::equal(got, reference.read(expected_indices)));
           ASSERT_TRUE(torch::equal(got, select_rows(all_, expected_indices)));
@@ -471,7 +471,7 @@ TEST_F(BatchLoaderTest, RanksAndSeedsGiveDifferentOrdersAndTheSameOnesReproduce)
   }
   // The same (seed, rank) gives the same batches, as data.
   BatchLoader b(open(), rank_share(23, 1, 2), 5, 77, 1), b2(open(), rank_share(23, 1, 2), 5, 77, 1);
-  for (int i = 0; i < 7; ++i) EXPECT_TRUE(torch::equal(b.next(), b2.next())) << "batch " << i;
+  for (int i = 0; i < 7; ++i) EXPECT_TRUE(torch::equal(b.next().x, b2.next().x)) << "batch " << i;
 }
 
 TEST_F(BatchLoaderTest, StartingAtAPositionContinuesTheSameSequence) {
@@ -480,13 +480,13 @@ TEST_F(BatchLoaderTest, StartingAtAPositionContinuesTheSameSequence) {
   std::vector<torch::Tensor> from_zero;
   {
     BatchLoader loader(open(), share, batch, 9, 0);
-    for (int i = 0; i < 16; ++i) from_zero.push_back(loader.next());
+    for (int i = 0; i < 16; ++i) from_zero.push_back(loader.next().x);
   }
   for (int64_t k : {1, 2, 5, 6, 11, 12}) {
     BatchLoader resumed(open(), share, batch, 9, 0, k * batch);
     EXPECT_EQ(resumed.position(), k * batch);
     for (int64_t i = k; i < k + 4; ++i)
-      EXPECT_TRUE(torch::equal(resumed.next(), from_zero[i])) << "resumed at batch " << k << ", batch " << i;
+      EXPECT_TRUE(torch::equal(resumed.next().x, from_zero[i])) << "resumed at batch " << k << ", batch " << i;
     EXPECT_EQ(resumed.position(), (k + 4) * batch);
   }
 }
@@ -512,7 +512,7 @@ TEST_F(BatchLoaderTest, ReaderErrorsAreRethrownFromNext) {
     for (int i = 0; i < 5 && !thrown; ++i) {
       try {
         const auto indices = loader.batch_indices(loader.position());
-        const auto got = loader.next();
+        const auto got = loader.next().x;
         EXPECT_TRUE(torch::equal(got, select_rows(rows, indices)));
         ++ok;
       } catch (const difftrain::Error& e) {
@@ -559,10 +559,10 @@ TEST_P(MultiRankData, OneEpochOfAllRanksCoversTheDatasetOnceAndEachReadsItsShare
     ASSERT_EQ(ds.size(), total);
     const RankShare share = rank_share(total, rank, param.world);
     const int64_t n = share.size();
-    BatchLoader loader(std::move(ds), share, batch, 2024, rank, 0, prefetch);
+    BatchLoader loader(std::move(ds), share, batch, 2024, rank, 0, {}, prefetch);
     std::vector<int64_t> seen;
     while (static_cast<int64_t>(seen.size()) < n) {
-      const auto got = loader.next();
+      const auto got = loader.next().x;
       const auto ids = row_ids(got);
       ASSERT_TRUE(torch::equal(got, select_rows(all, ids)));
       seen.insert(seen.end(), ids.begin(), ids.end());

@@ -74,7 +74,7 @@ TEST(Diffusion, TrainSampleIsReproducibleAndEachStreamOwnsItsPart) {
 class AffineDenoiser : public Denoiser {
  public:
   explicit AffineDenoiser(double w) { w_ = register_parameter("w", torch::tensor({w}, torch::kFloat64)); }
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& sigma) override {
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& sigma, const torch::Tensor& = {}) override {
     seen_x = x.detach().clone();
     seen_sigma = sigma.detach().clone();
     return w_ * x + sigma;
@@ -87,7 +87,7 @@ class AffineDenoiser : public Denoiser {
 class ConstantDenoiser : public Denoiser {
  public:
   explicit ConstantDenoiser(torch::Tensor out) : out_(std::move(out)) {}
-  torch::Tensor forward(const torch::Tensor&, const torch::Tensor&) override { return out_; }
+  torch::Tensor forward(const torch::Tensor&, const torch::Tensor&, const torch::Tensor& = {}) override { return out_; }
   std::vector<int64_t> input_dims() const override { return {out_.size(1)}; }
   torch::Tensor out_;
 };

@@ -10,7 +10,7 @@
 #include "difftrain/models/registry.h"
 #include "difftrain/train/checkpoint.h"
 #include "difftrain/train/optimizer.h"
-#include "difftrain/train/random_streams.h"
+#include "difftrain/random_streams.h"
 #include "difftrain/train/trainer.h"
 #include "test_util.h"
 
@@ -85,7 +85,7 @@ TEST(GradAccum, MicroBatchesEqualOneBatchOfTheirUnion) {
     const auto loss = training_loss(*reference, parameterization, whole);
     loss.backward();
 
-    const auto stats = trainer.step(micro_batches, s);
+    const auto stats = trainer.step(std::vector<Batch>(micro_batches.begin(), micro_batches.end()), s);
     ASSERT_FALSE(stats.skipped);
     EXPECT_NEAR(stats.loss, loss.item<double>(), 1e-5 * loss.item<double>()) << "step " << s;
     expect_close(grads(trainer.model().parameters()), grads(reference->parameters()), "gradient", s);

@@ -34,7 +34,7 @@ TEST(Models, WidthsNoMachineCanHoldAreRefusedNamingTheKeyAndTheBytes) {
   // 10^11 units on 2-d data: 7e11 weights and biases, 2.8 TB; counted before anything is
   // allocated.
   const std::string m = error_of([] { make_model(mlp_with({100000000000}), {2}); });
-  EXPECT_MENTIONS(m, "config: key 'model.hidden_dims': [100000000000] makes a model of 7e+11 parameters, 2.8 TB");
+  EXPECT_MENTIONS(m, "config: model.type 'mlp', model.hidden_dims [100000000000] makes a model of 7e+11 parameters, 2.8 TB");
   EXPECT_MENTIONS(m, "of memory");
   // Widths whose product overflows int64 are counted without overflowing.
   EXPECT_MENTIONS(error_of([] { make_model(mlp_with({4000000000000000000, 4000000000000000000}), {2}); }),
@@ -58,7 +58,7 @@ TEST(Models, AnAllocationFailureWhileBuildingNamesTheModelKeys) {
   // 20000 x 20000 float32 weights: 1.6 GB, within any test machine's memory, beyond the limit.
   const std::string m = error_of([] { make_model(mlp_with({20000, 20000}), {2}); });
   ASSERT_EQ(setrlimit(RLIMIT_AS, &saved), 0);
-  EXPECT_MENTIONS(m, "config: model.type 'mlp' with model.hidden_dims [20000, 20000]: cannot build the model");
+  EXPECT_MENTIONS(m, "config: model.type 'mlp', model.hidden_dims [20000, 20000]: cannot build the model");
   EXPECT_MENTIONS(m, "cannot build the model: DefaultCPUAllocator: can't allocate memory");
 }
 

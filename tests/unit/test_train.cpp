@@ -14,7 +14,7 @@
 #include "difftrain/sample.h"
 #include "difftrain/train/checkpoint.h"
 #include "difftrain/train/optimizer.h"
-#include "difftrain/train/random_streams.h"
+#include "difftrain/random_streams.h"
 #include "difftrain/train/trainer.h"
 #include "test_util.h"
 

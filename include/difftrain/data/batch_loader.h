@@ -4,11 +4,13 @@
 // Epoch e visits every index of the share once, in an order shuffled by a stream derived
 // from (seed, rank, e); a batch that reaches the end of an epoch continues into the next.
 // The position is a single count of examples consumed, so a run resumes exactly by
-// starting the loader at the count a checkpoint recorded.
+// starting the loader at the count a checkpoint recorded. Random flips are drawn from a
+// stream keyed by the batch's position, so they too resume exactly.
 #include <condition_variable>
 #include <deque>
 #include <exception>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include <torch/torch.h>
@@ -18,17 +20,28 @@
 
 namespace difftrain {
 
+struct Batch {
+  Batch(torch::Tensor x = {}, torch::Tensor y = {}) : x(std::move(x)), y(std::move(y)) {}
+  torch::Tensor x;  // float32 [batch, ...]
+  torch::Tensor y;  // int64 [batch] labels, when the loader reads them; else undefined
+};
+
+struct LoaderExtras {
+  std::optional<ShardedDataset> labels;  // read beside the examples, same rows
+  bool hflip = false;                    // flip each image [C, H, W] left-right with probability 1/2
+};
+
 class BatchLoader {
  public:
   BatchLoader(ShardedDataset dataset, RankShare share, int64_t batch_size, uint64_t seed, int rank,
-              int64_t start_position = 0, int prefetch = 2);
+              int64_t start_position = 0, LoaderExtras extras = {}, int prefetch = 2);
   ~BatchLoader();
   BatchLoader(const BatchLoader&) = delete;
   BatchLoader& operator=(const BatchLoader&) = delete;
 
-  // The next [batch_size, ...] float32 batch. Waits if the reader is behind; rethrows the
+  // The next batch of batch_size examples. Waits if the reader is behind; rethrows the
   // reader's error.
-  torch::Tensor next();
+  Batch next();
 
   // Examples consumed through next() so far (including start_position).
   int64_t position() const { return position_; }
@@ -39,6 +52,7 @@ class BatchLoader {
 
  private:
   ShardedDataset dataset_;
+  LoaderExtras extras_;
   RankShare share_;
   int64_t batch_size_;
   uint64_t seed_;
@@ -48,7 +62,7 @@ class BatchLoader {
 
   mutable std::mutex mutex_;
   std::condition_variable cv_;
-  std::deque<torch::Tensor> ready_;
+  std::deque<Batch> ready_;
   std::exception_ptr error_;
   bool stop_ = false;
   int64_t bytes_read_ = 0;

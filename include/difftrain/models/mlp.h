@@ -7,13 +7,15 @@
 #include <torch/torch.h>
 
 #include "difftrain/models/denoiser.h"
+#include "difftrain/models/model_config.h"
 
 namespace difftrain {
 
 class TimeInputMLPImpl : public Denoiser {
  public:
   TimeInputMLPImpl(int64_t dim, std::vector<int64_t> hidden_dims);
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& sigma) override;
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& sigma,
+                        const torch::Tensor& labels = {}) override;
   std::vector<int64_t> input_dims() const override { return {dim_}; }
 
  private:
@@ -21,5 +23,12 @@ class TimeInputMLPImpl : public Denoiser {
   torch::nn::Sequential net{nullptr};
 };
 TORCH_MODULE(TimeInputMLP);
+
+// The registry's row for "mlp": defaults and ranges of its keys, the example shapes it
+// takes ([dim]), and its weight count.
+void resolve_mlp_config(ModelConfig& m);
+void check_mlp_shape(const std::vector<int64_t>& sample_shape, const std::string& shape_source);
+long double mlp_parameter_count(const ModelConfig& m, const std::vector<int64_t>& sample_shape);
+double mlp_activation_count(const ModelConfig& m, const std::vector<int64_t>& sample_shape);
 
 }  // namespace difftrain

@@ -1,11 +1,12 @@
 #pragma once
-// Config -> model. The one place that knows every model type.
+// Config -> model. The one place that knows every model type: its keys, their defaults
+// and ranges, and how to build it.
 #include <memory>
 #include <string>
 #include <vector>
 
-#include "difftrain/config.h"
 #include "difftrain/models/denoiser.h"
+#include "difftrain/models/model_config.h"
 
 namespace difftrain {
 
@@ -16,5 +17,12 @@ namespace difftrain {
 // naming the model.* keys.
 std::shared_ptr<Denoiser> make_model(const ModelConfig& config, const std::vector<int64_t>& sample_shape,
                                      const std::string& shape_source = "the data");
+
+// About the most values per example a forward pass holds at once without autograd (the
+// sampler's peak), for the memory check before sampling.
+double inference_activations(const ModelConfig& config, const std::vector<int64_t>& sample_shape);
+
+// The model types, in the order the config's error messages list them.
+std::vector<std::string> model_types();
 
 }  // namespace difftrain

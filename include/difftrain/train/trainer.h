@@ -62,7 +62,7 @@ class Trainer {
     bool stop = false;  // some rank asked to stop
     StepTimes times;
   };
-  StepStats step(const std::vector<torch::Tensor>& micro_batches, int64_t step_index,
+  StepStats step(const std::vector<Batch>& micro_batches, int64_t step_index,
                  std::exception_ptr local_error = nullptr);
 
   Denoiser& model() { return *model_; }
@@ -88,6 +88,7 @@ class Trainer {
   std::vector<int64_t> sample_shape_;
   int64_t dataset_size_ = 0;
   std::optional<ShardedDataset> dataset_;  // moved into the loader when run() starts
+  std::optional<ShardedDataset> labels_;   // conditional models: the labels beside dataset_
   std::shared_ptr<Denoiser> model_;
   std::unique_ptr<Ema> ema_;
   std::unique_ptr<torch::optim::Optimizer> optimizer_;

@@ -1,4 +1,4 @@
-#include "difftrain/train/random_streams.h"
+#include "difftrain/random_streams.h"
 
 #include <ATen/CPUGeneratorImpl.h>
 
