@@ -21,6 +21,7 @@ packages=(
   nlohmann-json3-dev      # metrics.jsonl read and written as JSON
   libxxhash-dev           # checkpoint checksums
   libgtest-dev libgmock-dev
+  dataset-fashion-mnist   # the image recipes' data (gzip IDX files)
   python3-torch python3-h5py python3-numpy   # the tests' PyTorch/h5py parity checks and the baseline
 )
 

@@ -24,18 +24,24 @@ namespace {
 torch::Tensor alpha(const torch::Tensor& sigma) { return 1 / (1 + sigma * sigma); }
 }  // namespace
 
-torch::Tensor training_loss(Denoiser& model, Parameterization p, const TrainSample& s) {
+torch::Tensor training_loss_per_example(Denoiser& model, Parameterization p, const TrainSample& s) {
   const auto xt = s.x0 + s.sigma * s.eps;
   const auto out = model.forward(xt, s.sigma, s.labels);
+  torch::Tensor target;
   switch (p) {
-    case Parameterization::eps: return torch::mse_loss(out, s.eps);
-    case Parameterization::x0: return torch::mse_loss(out, s.x0);
+    case Parameterization::eps: target = s.eps; break;
+    case Parameterization::x0: target = s.x0; break;
     case Parameterization::v: {
       const auto a = alpha(s.sigma);
-      return torch::mse_loss(out, a.sqrt() * s.eps - (1 - a).sqrt() * s.x0);
+      target = a.sqrt() * s.eps - (1 - a).sqrt() * s.x0;
+      break;
     }
   }
-  fail("training_loss: bad parameterization");
+  return (out - target).square().flatten(1).mean(1);
+}
+
+torch::Tensor training_loss(Denoiser& model, Parameterization p, const TrainSample& s) {
+  return training_loss_per_example(model, p, s).mean();
 }
 
 torch::Tensor predict_eps(Denoiser& model, Parameterization p, const torch::Tensor& x,

@@ -234,6 +234,10 @@ int main(int argc, char** argv) {
   sample->add_option("--seed", so.seed, "Seed of the sampling noise, in [0, 2^63-1]")
       ->check(CLI::Validator(check_seed, "SEED"))
       ->capture_default_str();
+  sample->add_option("--class", so.label, "Class of every sample, or 'all' (each class in turn, one per grid row); "
+                                          "conditional models (default: sample.class)");
+  sample->add_option("--cfg-scale", so.cfg_scale,
+                     "Classifier-free guidance: eps_c + S (eps_c - eps_u), in [0, 20] (default: sample.cfg_scale)");
   sample->add_option("--png", so.png, "Also write a picture: samples over the data (2-d), or an image grid");
   sample->add_option("--weights", weights, "ema or model")->check(CLI::IsMember({"ema", "model"}))->capture_default_str();
 

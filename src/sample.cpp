@@ -88,9 +88,9 @@ void refuse_outputs_over_inputs(const SampleOptions& o, const Config& config) {
   }
 }
 
-// Samples over the training data (2-d points), or a grid of images: the first 256, or for
-// a conditional model up to 16 of each class, one class per row.
-std::vector<char> picture(const torch::Tensor& samples, const torch::Tensor& labels, const Config& config) {
+}  // namespace
+
+std::vector<char> samples_picture(const torch::Tensor& samples, const torch::Tensor& labels, const Config& config) {
   if (samples.dim() != 2 && labels.defined()) {
     std::vector<torch::Tensor> rows;
     int64_t columns = 1;
@@ -113,6 +113,8 @@ std::vector<char> picture(const torch::Tensor& samples, const torch::Tensor& lab
   }
   return scatter_png(samples, data);
 }
+
+namespace {
 
 // MemAvailable from /proc/meminfo; nothing where there is no such file.
 std::optional<double> available_memory_bytes() {
@@ -155,20 +157,37 @@ SamplingModel load_sampling_model(const std::string& checkpoint, bool use_ema, b
 
 torch::Tensor generate(SamplingModel& m, int64_t n, const torch::Tensor& labels, const GenerateParams& params,
                        at::Generator& gen, const std::string& what) {
+  return generate(*m.model, m.schedule, parse_parameterization(m.config.model.parameterization), m.sample_shape, n,
+                  labels, params, gen, what);
+}
+
+torch::Tensor generate(Denoiser& model, const Schedule& schedule, Parameterization parameterization,
+                       const std::vector<int64_t>& sample_shape, int64_t n, const torch::Tensor& labels,
+                       const GenerateParams& params, at::Generator& gen, const std::string& what) {
   if (!(params.cfg_scale >= 0 && params.cfg_scale <= kMaxCfgScale))
     fail("{}: the guidance scale must be in [0, {}], got {}", what, kMaxCfgScale, params.cfg_scale);
-  const int64_t num_classes = m.model->num_classes();
+  const int64_t num_classes = model.num_classes();
   if (num_classes > 0 && (!labels.defined() || labels.dim() != 1 || labels.size(0) != n))
     fail("{}: a conditional model needs one label per sample ({}), got {}", what, n,
          labels.defined() ? fmt::format("shape {}", labels.sizes()) : "none");
   if (num_classes == 0 && labels.defined()) fail("{}: the model is unconditional; it takes no labels", what);
+  if (params.steps < 1 || params.steps > schedule.size())
+    fail("{}: sampling steps must be in [1, schedule.N = {}], got {}", what, schedule.size(), params.steps);
   std::vector<int64_t> shape{n};
-  shape.insert(shape.end(), m.sample_shape.begin(), m.sample_shape.end());
-  const auto parameterization = parse_parameterization(m.config.model.parameterization);
+  shape.insert(shape.end(), sample_shape.begin(), sample_shape.end());
+  const bool was_training = model.is_training();
+  model.eval();  // no dropout while sampling
   EpsFn eps_hat = [&](const torch::Tensor& x, const torch::Tensor& sigma) {
-    return guided_eps(*m.model, parameterization, x, sigma, labels, params.cfg_scale);
+    return guided_eps(model, parameterization, x, sigma, labels, params.cfg_scale);
   };
-  auto samples = sample(eps_hat, m.schedule.sample_sigmas(params.steps), params.sampler, shape, gen);
+  torch::Tensor samples;
+  try {
+    samples = sample(eps_hat, schedule.sample_sigmas(params.steps), params.sampler, shape, gen);
+  } catch (...) {
+    model.train(was_training);
+    throw;
+  }
+  model.train(was_training);
   require_finite_samples(samples, what);
   return samples;
 }
@@ -212,7 +231,7 @@ torch::Tensor run_sample(const SampleOptions& o) {
   // The samples and their picture land together or not at all; until both are whole,
   // earlier files of those names stay as they were.
   StagedFiles files;
-  if (!o.png.empty()) files.stage(o.png, picture(samples, labels, m.config));
+  if (!o.png.empty()) files.stage(o.png, samples_picture(samples, labels, m.config));
   h5::stage_datasets(files, o.out, {{"samples", samples}});
   files.publish();
   return samples;

@@ -28,7 +28,9 @@ struct TrainSample {
 TrainSample generate_train_sample(const torch::Tensor& x0, const Schedule& schedule,
                                   at::Generator& sigma_gen, at::Generator& eps_gen);
 
-// MSE between the network's output on x0 + sigma * eps and its target.
+// MSE between the network's output on x0 + sigma * eps and its target: per example [B],
+// and its mean over the batch.
+torch::Tensor training_loss_per_example(Denoiser& model, Parameterization p, const TrainSample& s);
 torch::Tensor training_loss(Denoiser& model, Parameterization p, const TrainSample& s);
 
 // The noise estimate the sampler needs, whatever the network predicts.

@@ -13,7 +13,7 @@
 
 namespace difftrain {
 
-enum class Stream : uint64_t { sigma = 1, eps = 2, shuffle = 3, init = 4, sample = 5, cond_drop = 6, hflip = 7 };
+enum class Stream : uint64_t { sigma = 1, eps = 2, shuffle = 3, init = 4, sample = 5, cond_drop = 6, hflip = 7, dropout = 8 };
 
 uint64_t splitmix64(uint64_t x);
 uint64_t stream_key(uint64_t seed, int rank, Stream purpose, uint64_t counter);

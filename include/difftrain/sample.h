@@ -31,8 +31,16 @@ struct GenerateParams {
 };
 // n samples [n, *sample_shape] from `gen`; `labels` [n] int64 for a conditional model
 // (undefined for an unconditional one). Non-finite samples are an error naming `what`.
+torch::Tensor generate(Denoiser& model, const Schedule& schedule, Parameterization parameterization,
+                       const std::vector<int64_t>& sample_shape, int64_t n, const torch::Tensor& labels,
+                       const GenerateParams& params, at::Generator& gen, const std::string& what = "sample");
 torch::Tensor generate(SamplingModel& m, int64_t n, const torch::Tensor& labels, const GenerateParams& params,
                        at::Generator& gen, const std::string& what = "sample");
+
+// A picture of samples: 2-d points over the config's training data (when it is still
+// there), or an image grid (the first 256 images, or for labelled samples up to 16 of
+// each class, one class per row). PNG bytes.
+std::vector<char> samples_picture(const torch::Tensor& samples, const torch::Tensor& labels, const Config& config);
 
 struct SampleOptions {
   std::string checkpoint;

@@ -44,13 +44,23 @@ std::string dump_spaced(const ordered_json& j) {
 }
 
 ordered_json to_json(const LogRecord& r) {
-  return {{"step", r.step},
+  ordered_json j{{"step", r.step},
           {"loss", r.loss},
           {"grad_norm", r.grad_norm},
           {"lr", r.lr},
           {"steps_per_s", r.steps_per_s},
           {"skipped_steps", r.skipped},
           {"time_s", {{"data", r.times.data}, {"compute", r.times.compute}, {"sync", r.times.sync}, {"optim", r.times.optim}}}};
+  if (!r.log_sigma_edges.empty()) {
+    ordered_json mean = ordered_json::array(), count = ordered_json::array();
+    for (std::size_t i = 0; i < r.loss_sums.size(); ++i) {
+      const double n = r.loss_counts.at(i);
+      mean.push_back(n > 0 ? ordered_json(r.loss_sums[i] / n) : ordered_json(nullptr));
+      count.push_back(static_cast<int64_t>(std::llround(n)));
+    }
+    j["loss_by_sigma"] = {{"log_sigma_edges", r.log_sigma_edges}, {"loss", mean}, {"count", count}};
+  }
+  return j;
 }
 
 }  // namespace

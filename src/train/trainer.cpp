@@ -11,6 +11,7 @@
 #include "difftrain/atomic_file.h"
 #include "difftrain/error.h"
 #include "difftrain/models/registry.h"
+#include "difftrain/sample.h"
 #include "difftrain/train/optimizer.h"
 #include "difftrain/random_streams.h"
 #include "difftrain/train/resume.h"
@@ -52,7 +53,8 @@ Trainer::Trainer(Config config, Communicator& comm, TrainOptions options)
       comm_(comm),
       options_(std::move(options)),
       schedule_(make_schedule(config_.schedule)),
-      parameterization_(parse_parameterization(config_.model.parameterization)) {
+      parameterization_(parse_parameterization(config_.model.parameterization)),
+      loss_by_sigma_(schedule_.sigmas().min().item<double>(), schedule_.sigmas().max().item<double>() * (1 + 1e-9)) {
   const auto& t = config_.train;
   const int64_t parts = comm_.size() * t.grad_accum;
   if (t.batch_size % parts != 0)
@@ -68,6 +70,10 @@ Trainer::Trainer(Config config, Communicator& comm, TrainOptions options)
     fail("{}: dataset '{}' holds int64 values (labels?); training data must be float32 or uint8", config_.data.path,
          config_.data.dataset);
   rank_share(dataset_->size(), comm_.rank(), comm_.size());  // every rank needs at least one example
+  const bool images = sample_shape_.size() == 3, points = sample_shape_ == std::vector<int64_t>{2};
+  if (t.sample_every > 0 && !images && !points)
+    fail("config: key 'train.sample_every': draws images [C, H, W] or 2-d points, but {} holds examples of shape {}",
+         config_.data.path, c10::IntArrayRef(sample_shape_));
   if (config_.model.num_classes > 0) {
     labels_ = dataset_->labels();
     if (!labels_)
@@ -86,8 +92,10 @@ Trainer::Trainer(Config config, Communicator& comm, TrainOptions options)
   shadow->to(comm_.device());
   ema_ = std::make_unique<Ema>(shadow, *model_, t.ema_decay);
   optimizer_ = make_optimizer(model_->parameters(), t);
-  // Extras riding in the gradient all-reduce: this rank's loss, its stop request, its failure.
-  buckets_ = std::make_unique<GradBuckets>(model_->parameters(), config_.dist.bucket_mb, /*extras=*/3);
+  // Extras riding in the gradient all-reduce: this rank's loss, its stop request, its
+  // failure, and its loss by noise level.
+  buckets_ = std::make_unique<GradBuckets>(model_->parameters(), config_.dist.bucket_mb,
+                                           /*extras=*/3 + 2 * loss_by_sigma_.bins());
 }
 
 Trainer::~Trainer() = default;
@@ -248,6 +256,7 @@ Trainer::StepStats Trainer::step(const std::vector<Batch>& micro_batches, int64_
   auto t0 = Clock::now();
   buckets_->zero_grad();
   double loss_sum = 0;
+  auto binned = torch::zeros({2 * loss_by_sigma_.bins()}, torch::kFloat64);
   const auto accum = static_cast<int64_t>(micro_batches.size());
   if (!local_error) {
     try {
@@ -255,6 +264,9 @@ Trainer::StepStats Trainer::step(const std::vector<Batch>& micro_batches, int64_
         const uint64_t counter = static_cast<uint64_t>((step_index - 1) * accum + m);
         auto sigma_gen = stream_generator(config_.seed, comm_.rank(), Stream::sigma, counter);
         auto eps_gen = stream_generator(config_.seed, comm_.rank(), Stream::eps, counter);
+        // Dropout draws from the default generator: keyed like every other draw, so that a
+        // resumed run drops the same units.
+        torch::manual_seed(stream_key(config_.seed, comm_.rank(), Stream::dropout, counter));
         const auto x0 = micro_batches[m].x.to(comm_.device());
         auto sample = generate_train_sample(x0, schedule_, sigma_gen, eps_gen);
         if (model_->num_classes() > 0) {
@@ -262,9 +274,11 @@ Trainer::StepStats Trainer::step(const std::vector<Batch>& micro_batches, int64_
           sample.labels = drop_labels(micro_batches[m].y.to(comm_.device()), config_.train.cond_drop,
                                       model_->num_classes(), drop_gen);
         }
-        const auto loss = training_loss(*model_, parameterization_, sample) / static_cast<double>(accum);
+        const auto per_example = training_loss_per_example(*model_, parameterization_, sample);
+        const auto loss = per_example.mean() / static_cast<double>(accum);
         loss.backward();
         loss_sum += loss.item<double>();
+        binned += loss_by_sigma_.bin(per_example, sample.sigma);
       }
     } catch (...) {
       local_error = std::current_exception();
@@ -273,12 +287,14 @@ Trainer::StepStats Trainer::step(const std::vector<Batch>& micro_batches, int64_
   stats.times.compute = seconds_since(t0);
 
   t0 = Clock::now();
-  auto extras = torch::tensor({static_cast<float>(loss_sum), stop_requested() ? 1.f : 0.f, local_error ? 1.f : 0.f},
-                              torch::TensorOptions(comm_.device()));
+  auto flags = torch::tensor({static_cast<float>(loss_sum), stop_requested() ? 1.f : 0.f, local_error ? 1.f : 0.f});
+  auto extras = torch::cat({flags, binned.to(torch::kFloat32)}).to(comm_.device());
   buckets_->allreduce_mean(comm_, extras);
   extras = extras.cpu();
   stats.loss = extras[0].item<double>();
   stats.stop = extras[1].item<float>() > 0;
+  // Averaged over ranks: the counts are back to totals once multiplied by the rank count.
+  stats.loss_by_sigma = extras.narrow(0, 3, binned.numel()).to(torch::kFloat64) * comm_.size();
   stats.times.sync = seconds_since(t0);
   if (extras[2].item<float>() > 0) throw_shared_failure(local_error, step_index);
 
@@ -311,6 +327,22 @@ Trainer::StepStats Trainer::step(const std::vector<Batch>& micro_batches, int64_
   }
   stats.times.optim = seconds_since(t0);
   return stats;
+}
+
+void Trainer::write_sample_grid(int64_t step) {
+  const int64_t classes = model_->num_classes();
+  const int64_t n = classes > 0 ? classes * 8 : 64;
+  const auto labels = classes > 0 ? class_labels(std::nullopt, classes, n) : torch::Tensor();
+  // The same noise at every grid, so that successive pictures show the model change.
+  auto gen = stream_generator(config_.seed, 0, Stream::sample, 0);
+  const GenerateParams params{std::min(config_.sample.steps, schedule_.size()),
+                              {config_.sample.gam, config_.sample.mu},
+                              config_.sample.cfg_scale};
+  const auto path = fs::path(config_.run_dir) / "samples" / fmt::format("step-{:07d}.png", step);
+  const auto samples = generate(ema_->model(), schedule_, parameterization_, sample_shape_, n, labels, params, gen,
+                                fmt::format("step {}: sample grid {}", step, path.string()));
+  fs::create_directories(path.parent_path());
+  write_file_atomically(path.string(), samples_picture(samples.cpu(), labels, config_));
 }
 
 void Trainer::check_parameters_in_sync() {
@@ -352,6 +384,7 @@ TrainResult Trainer::run() {
   double window_loss = 0;
   int64_t window_steps = 0, last_logged = start_step_, last_saved = start_step_;
   StepTimes window_times;
+  LossBySigma window_bins = loss_by_sigma_;
   auto window_start = Clock::now();
   // A failure of this rank's own between steps (rank 0 writing a checkpoint or metrics):
   // it rides in the next step's all-reduce, or in the agreement that ends the run.
@@ -371,7 +404,7 @@ TrainResult Trainer::run() {
     auto stats = step(micro, s, local_error);
     stats.times.data = data_time;
     window_times += stats.times;
-    if (!stats.skipped) window_loss += stats.loss, ++window_steps;
+    if (!stats.skipped) window_loss += stats.loss, ++window_steps, window_bins.add(stats.loss_by_sigma);
     result.final_step = s;
     const bool stopping = stats.stop && s < t.steps;
 
@@ -380,6 +413,13 @@ TrainResult Trainer::run() {
       try {
         save(s);
         last_saved = s;
+      } catch (...) {
+        pending = std::current_exception();
+      }
+    }
+    if (leader && t.sample_every > 0 && s % t.sample_every == 0 && !pending) {
+      try {
+        write_sample_grid(s);
       } catch (...) {
         pending = std::current_exception();
       }
@@ -394,6 +434,9 @@ TrainResult Trainer::run() {
       record.steps_per_s = in_window / seconds_since(window_start);
       record.skipped = skipped_;
       record.times = window_times;
+      record.log_sigma_edges = window_bins.log_sigma_edges();
+      record.loss_sums = window_bins.sums();
+      record.loss_counts = window_bins.counts();
       for (double* v : {&record.times.data, &record.times.compute, &record.times.sync, &record.times.optim})
         *v /= in_window;
       if (leader) {
@@ -407,6 +450,7 @@ TrainResult Trainer::run() {
       result.last_loss = record.loss;
       last_logged = s;
       window_loss = 0, window_steps = 0, window_times = StepTimes{}, window_start = Clock::now();
+      window_bins.clear();
     }
     if (stopping) {
       result.preempted = true;

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstdio>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json_fwd.hpp>
 
@@ -23,6 +24,9 @@ struct LogRecord {
   double steps_per_s = 0;
   int64_t skipped = 0;  // non-finite steps skipped so far
   StepTimes times;      // per step, averaged over the window
+  // The window's loss by noise level: bin edges in log sigma (bins + 1 values) and per bin
+  // the summed loss and the count of examples, over every rank. Empty: not recorded.
+  std::vector<double> log_sigma_edges, loss_sums, loss_counts;
 };
 
 class MetricsLog {

@@ -16,6 +16,7 @@
 #include "difftrain/schedule.h"
 #include "difftrain/train/checkpoint.h"
 #include "difftrain/train/ema.h"
+#include "difftrain/train/loss_by_sigma.h"
 #include "difftrain/train/metrics.h"
 #include "difftrain/train/resume.h"
 #include "difftrain/train/run_dir_lock.h"
@@ -61,6 +62,7 @@ class Trainer {
     bool skipped = false;
     bool stop = false;  // some rank asked to stop
     StepTimes times;
+    torch::Tensor loss_by_sigma;  // LossBySigma::bin's [sums, counts] over every rank's examples
   };
   StepStats step(const std::vector<Batch>& micro_batches, int64_t step_index,
                  std::exception_ptr local_error = nullptr);
@@ -104,12 +106,15 @@ class Trainer {
   int64_t start_position_ = 0;  // examples of its share each rank had consumed at start_step_
   int64_t skipped_ = 0;
   int64_t consecutive_bad_ = 0;
+  LossBySigma loss_by_sigma_;  // the bins; run() sums a logging window in a copy
 
   void resume();
   // A metrics.jsonl record of where the run resumed and which settings changed.
   void record_resume();
   void prepare_run_dir();
   void save(int64_t step);
+  // Rank 0: a grid of the EMA model's samples in RUN/samples/step-NNNNNNN.png.
+  void write_sample_grid(int64_t step);
   // Every rank learns whether any rank holds a failure (a checkpoint it could not write);
   // throws RankError on the failing rank, PeerError on the others.
   void agree(std::exception_ptr failure, int64_t step);

@@ -1,0 +1,43 @@
+#include "difftrain/train/loss_by_sigma.h"
+
+#include <cmath>
+
+#include "difftrain/error.h"
+
+namespace difftrain {
+
+LossBySigma::LossBySigma(double sigma_min, double sigma_max, int64_t bins) : sum_(bins, 0.0), count_(bins, 0.0) {
+  if (bins < 1 || !(sigma_min > 0) || !(sigma_max > sigma_min))
+    fail("loss by sigma: needs bins >= 1 and 0 < sigma_min < sigma_max, got {} bins over [{}, {}]", bins, sigma_min,
+         sigma_max);
+  const double lo = std::log(sigma_min), hi = std::log(sigma_max);
+  for (int64_t i = 0; i <= bins; ++i) edges_.push_back(lo + (hi - lo) * static_cast<double>(i) / static_cast<double>(bins));
+}
+
+torch::Tensor LossBySigma::bin(const torch::Tensor& loss, const torch::Tensor& sigma) const {
+  torch::NoGradGuard no_grad;
+  const int64_t k = bins();
+  const double lo = edges_.front(), width = (edges_.back() - lo) / static_cast<double>(k);
+  const auto l = loss.detach().reshape({-1}).to(torch::kCPU, torch::kFloat64);
+  const auto s = sigma.detach().reshape({-1}).to(torch::kCPU, torch::kFloat64);
+  const auto index = ((s.log() - lo) / width).floor().clamp(0, static_cast<double>(k - 1)).to(torch::kInt64);
+  auto out = torch::zeros({2 * k}, torch::kFloat64);
+  out.narrow(0, 0, k).index_add_(0, index, l);
+  out.narrow(0, k, k).index_add_(0, index, torch::ones_like(l));
+  return out;
+}
+
+void LossBySigma::add(const torch::Tensor& sums_and_counts) {
+  const auto t = sums_and_counts.to(torch::kCPU, torch::kFloat64).contiguous();
+  const int64_t k = bins();
+  if (t.numel() != 2 * k) fail("loss by sigma: expected {} values, got {}", 2 * k, t.numel());
+  const double* v = t.data_ptr<double>();
+  for (int64_t i = 0; i < k; ++i) sum_[i] += v[i], count_[i] += v[k + i];
+}
+
+void LossBySigma::clear() {
+  std::fill(sum_.begin(), sum_.end(), 0.0);
+  std::fill(count_.begin(), count_.end(), 0.0);
+}
+
+}  // namespace difftrain
