@@ -10,7 +10,9 @@
 #include <fmt/ranges.h>
 
 #include "difftrain/error.h"
+#include "difftrain/models/dit.h"
 #include "difftrain/models/mlp.h"
+#include "difftrain/models/unet.h"
 
 namespace difftrain {
 
@@ -25,7 +27,8 @@ struct ModelType {
   std::string name;
   std::vector<std::string> keys;
   std::function<void(ModelConfig&)> resolve;
-  std::function<void(const std::vector<int64_t>& sample_shape, const std::string& shape_source)> check_shape;
+  std::function<void(const ModelConfig&, const std::vector<int64_t>& sample_shape, const std::string& shape_source)>
+      check_shape;
   std::function<long double(const ModelConfig&, const std::vector<int64_t>& sample_shape)> parameters;
   std::function<double(const ModelConfig&, const std::vector<int64_t>& sample_shape)> activations;
   std::function<std::shared_ptr<Denoiser>(const ModelConfig&, const std::vector<int64_t>& sample_shape)> build;
@@ -33,9 +36,23 @@ struct ModelType {
 
 const std::vector<ModelType>& types() {
   static const std::vector<ModelType> all{
-      {"mlp", {"hidden_dims"}, resolve_mlp_config, check_mlp_shape, mlp_parameter_count, mlp_activation_count,
+      {"mlp", {"hidden_dims"}, resolve_mlp_config,
+       [](const ModelConfig&, const std::vector<int64_t>& shape, const std::string& source) {
+         check_mlp_shape(shape, source);
+       },
+       mlp_parameter_count, mlp_activation_count,
        [](const ModelConfig& c, const std::vector<int64_t>& shape) -> std::shared_ptr<Denoiser> {
          return TimeInputMLP(shape[0], *c.hidden_dims).ptr();
+       }},
+      {"dit", {"patch", "depth", "head_dim", "num_heads", "mlp_ratio"}, resolve_dit_config, check_dit_shape,
+       dit_parameter_count, dit_activation_count,
+       [](const ModelConfig& c, const std::vector<int64_t>& shape) -> std::shared_ptr<Denoiser> {
+         return make_dit(c, shape).ptr();
+       }},
+      {"unet", {"ch", "ch_mult", "attn_res", "num_res_blocks", "dropout", "scaled_input"}, resolve_unet_config,
+       check_unet_shape, unet_parameter_count, unet_activation_count,
+       [](const ModelConfig& c, const std::vector<int64_t>& shape) -> std::shared_ptr<Denoiser> {
+         return make_unet(c, shape).ptr();
        }},
   };
   return all;
@@ -114,7 +131,9 @@ void resolve_model_config(ModelConfig& m) {
 double inference_activations(const ModelConfig& unresolved, const std::vector<int64_t>& sample_shape) {
   ModelConfig config = unresolved;
   resolve_model_config(config);
-  return find_type(config.type).activations(config, sample_shape);
+  const ModelType& type = find_type(config.type);
+  type.check_shape(config, sample_shape, "the sample shape");  // the estimates index into it
+  return type.activations(config, sample_shape);
 }
 
 std::shared_ptr<Denoiser> make_model(const ModelConfig& unresolved, const std::vector<int64_t>& sample_shape,
@@ -122,7 +141,7 @@ std::shared_ptr<Denoiser> make_model(const ModelConfig& unresolved, const std::v
   ModelConfig config = unresolved;  // resolving is idempotent: a parsed config passes through unchanged
   resolve_model_config(config);
   const ModelType& type = find_type(config.type);
-  type.check_shape(sample_shape, shape_source);
+  type.check_shape(config, sample_shape, shape_source);
   const long double parameters = type.parameters(config, sample_shape);
   const long double bytes = parameters * sizeof(float), memory = physical_memory_bytes();
   if (memory > 0 && bytes > memory)

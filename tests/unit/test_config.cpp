@@ -474,7 +474,7 @@ TEST(ConfigErrors, LongValuesAndKeysAreCutInMessages) {
       {"train:\n  lr: " + huge + "\n", {}, "key 'train.lr': expected a number, got 'aaaa"},
       {"train:\n  ? " + huge + "\n  : 1\n", {}, "unknown key 'train.aaaa"},  // (a plain key stops at 1024 characters)
       {"", {"train.lr=" + huge}, "override: key 'train.lr': expected a number, got 'aaaa"},
-      {"", {"model.type=" + huge}, "key 'model.type': expected one of mlp; got 'aaaa"},
+      {"", {"model.type=" + huge}, "key 'model.type': expected one of mlp, dit, unet; got 'aaaa"},
       {"", {"dist.backend=" + huge}, "key 'dist.backend'"},
       {"", {"train.optimizer=" + huge}, "key 'train.optimizer'"},
       {"", {"model.parameterization=" + huge}, "key 'model.parameterization'"},
