@@ -13,6 +13,8 @@
 #include <nlohmann/json.hpp>
 
 #include "difftrain/config.h"
+#include "difftrain/data/fashion_mnist.h"
+#include "difftrain/data/image_folder.h"
 #include "difftrain/data/prepare.h"
 #include "difftrain/dist/communicator.h"
 #include "difftrain/error.h"
@@ -101,18 +103,43 @@ int cmd_schedule(const std::vector<std::string>& args, std::optional<int64_t> st
   return 0;
 }
 
-int cmd_prepare(const std::string& name, const std::string& out, int64_t shards, const std::vector<std::string>& from,
-                const std::string& dataset) {
+struct PrepareArgs {
+  std::string name, out, dataset = "x";
+  int64_t shards = 1;
+  std::vector<std::string> from;
+  std::optional<std::string> split;
+  std::optional<int64_t> size;
+  std::optional<int> channels;
+};
+
+int cmd_prepare(const PrepareArgs& a) {
+  // An option of another dataset is a mistake, not something to ignore.
+  const auto only_for = [&](bool given, const char* option, std::initializer_list<const char*> names) {
+    if (given && std::find(names.begin(), names.end(), a.name) == names.end())
+      fail("prepare {}: {} is for {}", a.name, option, fmt::join(names, ", "));
+  };
+  only_for(!a.from.empty(), "--from", {"reshard", "fashion-mnist", "image-folder"});
+  only_for(a.split.has_value(), "--split", {"fashion-mnist"});
+  only_for(a.size.has_value(), "--size", {"image-folder"});
+  only_for(a.channels.has_value(), "--channels", {"image-folder"});
+  if ((a.name == "fashion-mnist" || a.name == "image-folder") && a.from.size() > 1)
+    fail("prepare {}: --from takes one directory, got {}", a.name, a.from.size());
   std::vector<std::string> written;
-  if (name == "swissroll") {
-    if (!from.empty()) fail("prepare swissroll: --from is for 'reshard'");
-    written = prepare_swissroll(out, shards);
-  } else if (name == "reshard") {
-    written = prepare_reshard(from, out, shards, dataset);
+  if (a.name == "swissroll") {
+    written = prepare_swissroll(a.out, a.shards);
+  } else if (a.name == "reshard") {
+    written = prepare_reshard(a.from, a.out, a.shards, a.dataset);
+  } else if (a.name == "fashion-mnist") {
+    written = prepare_fashion_mnist(a.out, a.shards, a.split.value_or("train"),
+                                    a.from.empty() ? kFashionMnistDir : a.from[0]);
+  } else if (a.name == "image-folder") {
+    if (a.from.empty()) fail("prepare image-folder: give the folder of class subfolders with --from");
+    if (!a.size) fail("prepare image-folder: give the output image size with --size");
+    written = prepare_image_folder(a.from[0], a.out, a.shards, {*a.size, a.channels.value_or(0)});
   } else {
-    fail("prepare: unknown dataset '{}' (expected swissroll or reshard)", name);
+    fail("prepare: unknown dataset '{}' (expected swissroll, reshard, fashion-mnist or image-folder)", a.name);
   }
-  fmt::print("wrote {} shard{} to {}\n", written.size(), written.size() == 1 ? "" : "s", out);
+  fmt::print("wrote {} shard{} to {}\n", written.size(), written.size() == 1 ? "" : "s", a.out);
   return 0;
 }
 
@@ -197,14 +224,23 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", "difftrain 0.1.0");
 
   auto* prepare = app.add_subcommand("prepare", "Write a sharded HDF5 dataset");
-  std::string prepare_name, prepare_out, prepare_dataset = "x";
-  int64_t shards = 1;
-  std::vector<std::string> from;
-  prepare->add_option("NAME", prepare_name, "swissroll (the toy data) or reshard (your own HDF5 files)")->required();
-  prepare->add_option("--out", prepare_out, "Output directory for shard-NNNNN.h5 files")->required();
-  prepare->add_option("--shards", shards, "Number of shard files")->capture_default_str();
-  prepare->add_option("--from", from, "reshard: input HDF5 files (or globs, or directories)");
-  prepare->add_option("--dataset", prepare_dataset, "reshard: name of the dataset to copy")->capture_default_str();
+  PrepareArgs pa;
+  prepare->add_option("NAME", pa.name,
+                      "swissroll (the toy data), reshard (your own HDF5 files), fashion-mnist, or image-folder "
+                      "(one subfolder of images per class)")
+      ->required();
+  prepare->add_option("--out", pa.out, "Output directory for shard-NNNNN.h5 files")->required();
+  prepare->add_option("--shards", pa.shards, "Number of shard files")->capture_default_str();
+  prepare->add_option("--from", pa.from,
+                      "reshard: input HDF5 files (or globs, or directories); fashion-mnist: the IDX files' directory "
+                      "(default /usr/share/datasets/fashion-mnist); image-folder: the folder of class subfolders");
+  prepare->add_option("--dataset", pa.dataset, "reshard: name of the dataset to copy")->capture_default_str();
+  prepare->add_option("--split", pa.split, "fashion-mnist: train (60000 images, the default) or test (10000)")
+      ->check(CLI::IsMember({"train", "test"}));
+  prepare->add_option("--size", pa.size, "image-folder: centre-crop each image to a square and resize it to SIZE x SIZE");
+  prepare->add_option("--channels", pa.channels,
+                      "image-folder: 1 (grey) or 3 (RGB); default RGB if any image is stored in colour, else grey")
+      ->check(CLI::IsMember({1, 3}));
 
   auto* train = app.add_subcommand("train", "Train; under mpirun/srun one rank per GPU or CPU slot");
   std::vector<std::string> train_args;
@@ -267,7 +303,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   try {
-    if (*prepare) return cmd_prepare(prepare_name, prepare_out, shards, from, prepare_dataset);
+    if (*prepare) return cmd_prepare(pa);
     if (*train) return cmd_train(train_args, train_options);
     if (*sample) {
       so.use_ema = weights == "ema";

@@ -1,5 +1,6 @@
 #include "difftrain/data/hdf5_file.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -98,26 +99,81 @@ void write_one(hid_t file, const std::string& path, const std::string& name, con
   if (!ds.close()) fail("{}: cannot write dataset '{}'{}", path, name, system_reason());
 }
 
+Handle utf8_string_type() {
+  Handle type(H5Tcopy(H5T_C_S1), H5Tclose);
+  H5Tset_size(type.get(), H5T_VARIABLE);
+  H5Tset_cset(type.get(), H5T_CSET_UTF8);
+  return type;
+}
+
+void write_string_list(hid_t file, const std::string& path, const std::string& name,
+                       const std::vector<std::string>& values) {
+  const Handle type = utf8_string_type();
+  const hsize_t n = values.size();
+  Handle space(H5Screate_simple(1, &n, nullptr), H5Sclose);
+  Handle attr(H5Acreate2(file, name.c_str(), type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
+  if (!attr) fail("{}: cannot create attribute '{}'", path, name);
+  std::vector<const char*> pointers;
+  for (const auto& v : values) pointers.push_back(v.c_str());
+  if (n > 0 && H5Awrite(attr.get(), type.get(), pointers.data()) < 0)
+    fail("{}: cannot write attribute '{}'{}", path, name, system_reason());
+  if (!attr.close()) fail("{}: cannot write attribute '{}'{}", path, name, system_reason());
+}
+
 // Writes into the new file `tmp`; messages name `path`, the file the user asked for.
-void write_file(const std::string& tmp, const std::string& path, const Datasets& datasets) {
+void write_file(const std::string& tmp, const std::string& path, const Datasets& datasets,
+                const StringLists& attributes) {
   Lock lock(library_mutex());
   silence_errors();
   Handle file(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose);
   if (!file) fail("{}: cannot create HDF5 file{}", path, system_reason());
   for (const auto& [name, tensor] : datasets) write_one(file.get(), path, name, tensor);
+  for (const auto& [name, values] : attributes) write_string_list(file.get(), path, name, values);
   if (!file.close()) fail("{}: cannot finish writing the HDF5 file{}", path, system_reason());
 }
 
 }  // namespace
 
-void write_datasets(const std::string& path, const Datasets& datasets) {
+void write_datasets(const std::string& path, const Datasets& datasets, const StringLists& attributes) {
   StagedFiles file;
-  stage_datasets(file, path, datasets);
+  stage_datasets(file, path, datasets, attributes);
   file.publish();
 }
 
-void stage_datasets(StagedFiles& files, const std::string& path, const Datasets& datasets) {
-  files.stage(path, [&](const std::string& tmp) { write_file(tmp, path, datasets); });
+void stage_datasets(StagedFiles& files, const std::string& path, const Datasets& datasets,
+                    const StringLists& attributes) {
+  files.stage(path, [&](const std::string& tmp) { write_file(tmp, path, datasets, attributes); });
+}
+
+std::optional<std::vector<std::string>> read_string_list(const std::string& path, const std::string& name) {
+  Lock lock(library_mutex());
+  const Handle file = open_file(path);
+  if (H5Aexists(file.get(), name.c_str()) <= 0) return std::nullopt;
+  Handle attr(H5Aopen(file.get(), name.c_str(), H5P_DEFAULT), H5Aclose);
+  Handle type(H5Aget_type(attr.get()), H5Tclose);
+  Handle space(H5Aget_space(attr.get()), H5Sclose);
+  const int rank = H5Sget_simple_extent_ndims(space.get());
+  if (!attr || H5Tget_class(type.get()) != H5T_STRING || rank > 1)
+    fail("{}: attribute '{}' is not a list of strings", path, name);
+  const auto n = static_cast<std::size_t>(H5Sget_simple_extent_npoints(space.get()));
+  std::vector<std::string> values;
+  if (n == 0) return values;
+  if (H5Tis_variable_str(type.get()) > 0) {
+    const Handle memory = utf8_string_type();
+    std::vector<char*> pointers(n, nullptr);
+    if (H5Aread(attr.get(), memory.get(), pointers.data()) < 0) fail("{}: cannot read attribute '{}'", path, name);
+    for (const char* p : pointers) values.emplace_back(p ? p : "");
+    H5Dvlen_reclaim(memory.get(), space.get(), H5P_DEFAULT, pointers.data());
+  } else {
+    const std::size_t width = H5Tget_size(type.get());
+    std::vector<char> bytes(n * width);
+    if (H5Aread(attr.get(), type.get(), bytes.data()) < 0) fail("{}: cannot read attribute '{}'", path, name);
+    for (std::size_t i = 0; i < n; ++i) {
+      const char* start = bytes.data() + i * width;
+      values.emplace_back(start, std::find(start, start + width, '\0'));
+    }
+  }
+  return values;
 }
 
 }  // namespace difftrain::h5

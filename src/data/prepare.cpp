@@ -9,6 +9,7 @@
 
 #include <fmt/format.h>
 
+#include "difftrain/data/class_names.h"
 #include "difftrain/data/hdf5_file.h"
 #include "difftrain/data/partition.h"
 #include "difftrain/data/sharded_dataset.h"
@@ -66,15 +67,28 @@ void check_shard_count(int64_t shards, int64_t examples) {
 
 }  // namespace
 
-std::vector<std::string> write_shards(const std::string& out_dir, int64_t shards, const torch::Tensor& x,
-                                      const torch::Tensor& y, const std::string& name) {
-  check_shard_count(shards, x.size(0));
+std::vector<std::string> write_shards(const std::string& out_dir, int64_t shards, int64_t examples,
+                                      const ShardRows& rows, const std::vector<std::string>& class_names) {
+  check_shard_count(shards, examples);
+  h5::StringLists attributes;
+  if (!class_names.empty()) attributes.emplace_back(kClassNamesAttribute, class_names);
   return publish_shards(out_dir, shards, [&](int64_t k, const std::string& path) {
-    const auto part = rank_share(x.size(0), static_cast<int>(k), static_cast<int>(shards));
-    std::vector<std::pair<std::string, torch::Tensor>> datasets{{name, x.slice(0, part.begin, part.end)}};
-    if (y.defined()) datasets.emplace_back("y", y.slice(0, part.begin, part.end));
-    h5::write_datasets(path, datasets);
+    const auto part = rank_share(examples, static_cast<int>(k), static_cast<int>(shards));
+    h5::write_datasets(path, rows(part.begin, part.end), attributes);
   });
+}
+
+std::vector<std::string> write_shards(const std::string& out_dir, int64_t shards, const torch::Tensor& x,
+                                      const torch::Tensor& y, const std::string& name,
+                                      const std::vector<std::string>& class_names) {
+  return write_shards(
+      out_dir, shards, x.size(0),
+      [&](int64_t begin, int64_t end) {
+        h5::Datasets datasets{{name, x.slice(0, begin, end)}};
+        if (y.defined()) datasets.emplace_back("y", y.slice(0, begin, end));
+        return datasets;
+      },
+      class_names);
 }
 
 std::vector<std::string> prepare_swissroll(const std::string& out_dir, int64_t shards) {
@@ -87,22 +101,25 @@ std::vector<std::string> prepare_reshard(const std::vector<std::string>& inputs,
   std::string spec;
   for (const auto& in : inputs) spec += (spec.empty() ? "" : ",") + in;
   auto x = ShardedDataset::open(spec, name);
-  // Labels travel along when every input has them.
+  // Labels, and the names of their classes, travel along when every input has them.
   std::optional<ShardedDataset> y = x.labels("y");
-  check_shard_count(shards, x.size());
+  std::vector<std::string> paths;
+  for (const auto& shard : x.shards()) paths.push_back(shard.path);
+  const auto class_names = y ? read_class_names(paths) : std::nullopt;
   // Writing over the inputs would destroy rows before they are read.
   namespace fs = std::filesystem;
   const auto out = fs::weakly_canonical(out_dir);
   for (const auto& shard : x.shards())
     if (fs::weakly_canonical(shard.path).parent_path() == out)
       fail("prepare reshard: --out {} holds the input {}; write the shards to another directory", out_dir, shard.path);
-  // One output shard in memory at a time.
-  return publish_shards(out_dir, shards, [&](int64_t k, const std::string& path) {
-    const auto part = rank_share(x.size(), static_cast<int>(k), static_cast<int>(shards));
-    std::vector<std::pair<std::string, torch::Tensor>> datasets{{name, x.read_stored(part.begin, part.size())}};
-    if (y) datasets.emplace_back("y", y->read_stored(part.begin, part.size()));
-    h5::write_datasets(path, datasets);
-  });
+  return write_shards(
+      out_dir, shards, x.size(),
+      [&](int64_t begin, int64_t end) {
+        h5::Datasets datasets{{name, x.read_stored(begin, end - begin)}};
+        if (y) datasets.emplace_back("y", y->read_stored(begin, end - begin));
+        return datasets;
+      },
+      class_names.value_or(std::vector<std::string>{}));
 }
 
 }  // namespace difftrain

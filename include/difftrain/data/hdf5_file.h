@@ -8,6 +8,7 @@
 #include <hdf5.h>
 
 #include <mutex>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -52,11 +53,18 @@ using Lock = std::lock_guard<std::recursive_mutex>;
 Handle open_file(const std::string& path);
 
 using Datasets = std::vector<std::pair<std::string, torch::Tensor>>;
+// Lists of strings kept as attributes of the file's root group (variable-length UTF-8).
+using StringLists = std::vector<std::pair<std::string, std::vector<std::string>>>;
 
 // Writes each (name, tensor) as a dataset (float32, int64 or uint8) into a new file at
 // `path`, atomically: nothing is left at `path` unless the whole file was written.
-void write_datasets(const std::string& path, const Datasets& datasets);
+void write_datasets(const std::string& path, const Datasets& datasets, const StringLists& attributes = {});
 // The same, staged with other files that must land together (see StagedFiles).
-void stage_datasets(StagedFiles& files, const std::string& path, const Datasets& datasets);
+void stage_datasets(StagedFiles& files, const std::string& path, const Datasets& datasets,
+                    const StringLists& attributes = {});
+
+// The root attribute `name` of the file at `path` as a list of strings (variable- or
+// fixed-length, as h5py writes either), or nothing when the file has no such attribute.
+std::optional<std::vector<std::string>> read_string_list(const std::string& path, const std::string& name);
 
 }  // namespace difftrain::h5
