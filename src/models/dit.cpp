@@ -138,9 +138,11 @@ void resolve_dit_config(ModelConfig& m) {
          *m.head_dim, *m.num_heads);
   if (!(*m.mlp_ratio > 0) || !std::isfinite(*m.mlp_ratio))
     fail("config: key 'model.mlp_ratio': must be a finite number > 0, got {}", *m.mlp_ratio);
-  if (static_cast<long double>(*m.head_dim) * *m.num_heads * *m.mlp_ratio < 1)
-    fail("config: key 'model.mlp_ratio': {} gives the blocks' MLP no hidden unit (width {} * {})", *m.mlp_ratio,
-         *m.head_dim * *m.num_heads, *m.mlp_ratio);
+  const long double hidden = static_cast<long double>(*m.head_dim) * *m.num_heads * *m.mlp_ratio;
+  if (hidden < 1)
+    fail("config: key 'model.mlp_ratio': {} gives the blocks' MLP no hidden unit (head_dim * num_heads * "
+         "mlp_ratio = {:.3g})",
+         *m.mlp_ratio, static_cast<double>(hidden));
 }
 
 void check_dit_shape(const ModelConfig& m, const std::vector<int64_t>& shape, const std::string& shape_source) {

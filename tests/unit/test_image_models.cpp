@@ -207,7 +207,7 @@ TEST(ImageModels, UNetStateHasTheReferenceNamesAndShapes) {
   expect_resnet(s, "ups.1.blocks.0.0.", 64 + 32, 32, t);
   expect_resnet(s, "ups.1.blocks.1.0.", 32 + 32, 32, t);
   // 17 single entries, 10 per ResnetBlock (12 with a shortcut), 7 per AttnBlock.
-  EXPECT_EQ(s.size(), 17u + 4 * 10 + 6 * 12 + 6 * 7);
+  EXPECT_EQ(s.size(), 17u + 3 * 10 + 5 * 12 + 4 * 7);
 
   auto model = make_model(small_unet(2), {2, 8, 8});
   EXPECT_EQ(state_shapes(*model), s);
@@ -383,13 +383,14 @@ TEST(ImageModels, UNetScaledInputSeesXOverSqrtOnePlusSigmaSquared) {
 
 // ---- training -----------------------------------------------------------------------------
 
-// A few dozen Adam steps on one fixed batch (fixed sigma and noise) must lower the loss.
+// Forty Adam steps on one fixed batch (fixed sigma and noise) must lower the loss well
+// (here to about 0.43 of the start for the DiT, 0.03 for the U-Net).
 TEST(ImageModels, LossFallsOnATinyFixedBatch) {
   for (const auto& base : {small_dit(3), small_unet(3)}) {
     torch::manual_seed(8);
     auto model = make_model(base, {1, 8, 8});
     model->train();
-    torch::optim::Adam adam(model->parameters(), torch::optim::AdamOptions(2e-3));
+    torch::optim::Adam adam(model->parameters(), torch::optim::AdamOptions(5e-3));
     TrainSample batch;
     batch.x0 = torch::rand({8, 1, 8, 8}) * 2 - 1;
     batch.sigma = torch::exp(torch::randn({8, 1, 1, 1}));
@@ -405,7 +406,7 @@ TEST(ImageModels, LossFallsOnATinyFixedBatch) {
     }
     const double first = (losses[0] + losses[1] + losses[2] + losses[3] + losses[4]) / 5;
     const double last = (losses[35] + losses[36] + losses[37] + losses[38] + losses[39]) / 5;
-    EXPECT_LT(last, 0.7 * first) << base.type << ": " << first << " -> " << last;
+    EXPECT_LT(last, 0.6 * first) << base.type << ": " << first << " -> " << last;
   }
 }
 
@@ -463,6 +464,10 @@ TEST(ImageModels, ConfigErrorsNameTheKey) {
       {with(small_unet(0), [](ModelConfig& c) { c.attn_res = std::vector<int64_t>{5}; }), {1, 8, 8},
        source + ": model.attn_res holds 5, but on images of side 8 the U-Net works at resolutions 8, 4"},
       {type_only("unet"), {1, 28, 28}, ""},  // the recipe itself builds
+      {with(type_only("dit"), [](ModelConfig& c) { c.head_dim = 1000000, c.num_heads = 1000000; }), {1, 28, 28},
+       "model.head_dim 1000000, model.num_heads 1000000, model.mlp_ratio 4 makes a model of"},
+      {with(type_only("unet"), [](ModelConfig& c) { c.ch = 3200000; }), {1, 28, 28},
+       "config: model.type 'unet', model.ch 3200000, model.ch_mult [1, 1, 2]"},
       {with(type_only("unet"), [](ModelConfig& c) { c.ch_mult = std::vector<int64_t>{1, 1, 2, 2}; }), {1, 28, 28},
        source + ": images of side 28 do not halve 3 times, as model.ch_mult's 4 levels need"},
       {small_unet(0), {1, 8, 7}, source + ": examples of shape [1, 8, 7] do not fit model 'unet'"},
