@@ -30,8 +30,7 @@ constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 double loss_value(const json& v, const std::string& where, const std::string& key) {
   if (v.is_null()) return kNaN;
   if (!v.is_number()) fail("{}: \"{}\" is {}, expected a number or null", where, key, abbreviate(v.dump()));
-  const double x = v.get<double>();
-  return std::isfinite(x) ? x : kNaN;
+  return v.get<double>();  // the parser refuses numbers beyond double's range
 }
 
 LossBySigma read_loss_by_sigma(const json& j, const std::string& where) {
@@ -60,18 +59,25 @@ std::string run_name(const std::string& run_dir) {
   return p.filename().string();
 }
 
-// A centred moving average (in decades on a log axis) over about 1/20 of the run, so the
+// A centred moving average (of log loss on a log axis) over about 1/20 of the run, so the
 // trend shows through the window-to-window noise; gaps stay gaps.
 std::vector<double> smoothed(const std::vector<double>& y, bool log_axis) {
   const std::ptrdiff_t n = static_cast<std::ptrdiff_t>(y.size()), half = std::max<std::ptrdiff_t>(1, n / 40);
+  // Running sums of the usable values and of their number make each window's mean O(1).
+  std::vector<double> sum(y.size() + 1, 0.0), count(y.size() + 1, 0.0);
+  for (std::ptrdiff_t i = 0; i < n; ++i) {
+    const bool usable = std::isfinite(y[i]) && (!log_axis || y[i] > 0);
+    sum[i + 1] = sum[i] + (usable ? (log_axis ? std::log(y[i]) : y[i]) : 0.0);
+    count[i + 1] = count[i] + usable;
+  }
   std::vector<double> out(y.size(), kNaN);
   for (std::ptrdiff_t i = 0; i < n; ++i) {
-    if (!std::isfinite(y[i])) continue;
-    double sum = 0;
-    int count = 0;
-    for (std::ptrdiff_t k = std::max<std::ptrdiff_t>(0, i - half); k <= std::min(n - 1, i + half); ++k)
-      if (std::isfinite(y[k]) && (!log_axis || y[k] > 0)) sum += log_axis ? std::log(y[k]) : y[k], ++count;
-    if (count) out[i] = log_axis ? std::exp(sum / count) : sum / count;
+    // Narrower towards the ends, so the window stays centred: a one-sided one would bend
+    // the steep start of a run towards its later values.
+    const std::ptrdiff_t h = std::min({half, i, n - 1 - i}), a = i - h, b = i + h + 1;
+    if (!std::isfinite(y[i]) || count[b] == count[a]) continue;
+    const double mean = (sum[b] - sum[a]) / (count[b] - count[a]);
+    out[i] = log_axis ? std::exp(mean) : mean;
   }
   return out;
 }
