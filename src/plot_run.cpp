@@ -33,13 +33,13 @@ double loss_value(const json& v, const std::string& where, const std::string& ke
   return v.get<double>();  // the parser refuses numbers beyond double's range
 }
 
-LossBySigma read_loss_by_sigma(const json& j, const std::string& where) {
+LossBySigmaBins read_loss_by_sigma(const json& j, const std::string& where) {
   if (!j.is_object()) fail("{}: \"loss_by_sigma\" is {}, expected an object", where, abbreviate(j.dump()));
   const auto array = [&](const char* key) -> const json& {
     if (!j.contains(key) || !j[key].is_array()) fail("{}: \"loss_by_sigma.{}\" is missing or not an array", where, key);
     return j[key];
   };
-  LossBySigma b;
+  LossBySigmaBins b;
   for (const auto& e : array("log_sigma_edges")) {
     if (!e.is_number() || !std::isfinite(e.get<double>()) || (!b.log_sigma_edges.empty() && e.get<double>() <= b.log_sigma_edges.back()))
       fail("{}: \"loss_by_sigma.log_sigma_edges\" must be finite increasing numbers, got {}", where,
@@ -132,7 +132,7 @@ LineChart loss_by_sigma_chart(const std::vector<const LossRecord*>& binned, cons
   bool log_y = true;
   for (std::size_t j = 0; j < picked.size(); ++j) {
     const std::size_t i = picked[j];
-    const LossBySigma& b = *binned[i]->by_sigma;
+    const LossBySigmaBins& b = *binned[i]->by_sigma;
     ChartSeries s;
     s.label = fmt::format("step {}", binned[i]->step);
     s.color = early_to_late(picked.size() == 1 ? 1.0 : static_cast<double>(j) / (picked.size() - 1));

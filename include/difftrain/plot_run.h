@@ -10,7 +10,7 @@
 namespace difftrain {
 
 // The training loss of one logging window, binned by log(sigma) (natural log).
-struct LossBySigma {
+struct LossBySigmaBins {
   std::vector<double> log_sigma_edges;  // K+1, increasing
   std::vector<double> loss;             // K; NaN for a bin that saw no example
 };
@@ -18,7 +18,7 @@ struct LossBySigma {
 struct LossRecord {
   int64_t step = 0;
   double loss = 0;  // NaN when the window's loss was not finite (null in the file)
-  std::optional<LossBySigma> by_sigma;
+  std::optional<LossBySigmaBins> by_sigma;
 };
 
 // The loss records of a metrics.jsonl in file order; records that carry no "loss" (events
