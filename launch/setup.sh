@@ -20,6 +20,7 @@ packages=(
   libyaml-cpp-dev libcli11-dev libfmt-dev libstb-dev
   nlohmann-json3-dev      # metrics.jsonl read and written as JSON
   libxxhash-dev           # checkpoint checksums
+  fonts-dejavu-core       # the text of `difftrain plot`'s charts (set with stb_truetype from libstb-dev)
   libgtest-dev libgmock-dev
   dataset-fashion-mnist   # the image recipes' data (gzip IDX files)
   python3-torch python3-h5py python3-numpy   # the tests' PyTorch/h5py parity checks and the baseline

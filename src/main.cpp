@@ -18,6 +18,7 @@
 #include "difftrain/data/prepare.h"
 #include "difftrain/dist/communicator.h"
 #include "difftrain/error.h"
+#include "difftrain/plot_run.h"
 #include "difftrain/sample.h"
 #include "difftrain/schedule.h"
 #include "difftrain/train/stop_signal.h"
@@ -287,13 +288,18 @@ int main(int argc, char** argv) {
       "beta_start and beta_end (ddpm, ldm, sigmoid; cosine accepts and ignores them), max_beta (cosine). Prints {\"type\", \"sigmas\", \"sample_sigmas\"}\n"
       "with every float32 value in 9 significant digits.");
 
+  auto* plot = app.add_subcommand("plot", "Draw a run's loss curve and loss per noise level as PNG");
+  std::string plot_run_dir, plot_out;
+  plot->add_option("RUN_DIR", plot_run_dir, "Run directory (reads its metrics.jsonl)")->required();
+  plot->add_option("--out", plot_out, "Directory for loss.png and loss_by_sigma.png (default: RUN_DIR)");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::Success& e) {  // --help, --version
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     const std::vector<std::string> commands{prepare->get_name(), train->get_name(), sample->get_name(),
-                                            schedule->get_name()};
+                                            schedule->get_name(), plot->get_name()};
     const std::string first = argc > 1 ? argv[1] : "";
     if (!first.empty() && first[0] != '-' && std::find(commands.begin(), commands.end(), first) == commands.end()) {
       report(unknown_command_message(first, commands));
@@ -313,6 +319,13 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (*schedule) return cmd_schedule(schedule_args, schedule_steps);
+    if (*plot) {
+      std::vector<std::string> notes;
+      const auto written = plot_run(plot_run_dir, plot_out.empty() ? plot_run_dir : plot_out, notes);
+      for (const auto& n : notes) fmt::print(stderr, "difftrain: note: {}\n", n);
+      for (const auto& w : written) fmt::print("wrote {}\n", w);
+      return 0;
+    }
   } catch (const std::exception& e) {  // difftrain::Error, and anything LibTorch throws
     report(one_line(e));
     return 1;
