@@ -107,6 +107,15 @@ void expect_class_names_in_every_shard(const std::vector<std::string>& paths, co
   }
 }
 
+// Whether dataset `name` of `path` is stored contiguously (not chunked).
+bool contiguous(const std::string& path, const std::string& name) {
+  difftrain::h5::Lock lock(difftrain::h5::library_mutex());
+  const auto file = difftrain::h5::open_file(path);
+  difftrain::h5::Handle ds(H5Dopen2(file.get(), name.c_str(), H5P_DEFAULT), H5Dclose);
+  difftrain::h5::Handle plist(H5Dget_create_plist(ds.get()), H5Pclose);
+  return H5Pget_layout(plist.get()) == H5D_CONTIGUOUS;
+}
+
 // ---------------------------------------------------------------- IDX files
 
 TEST(IdxFile, ReadsGzippedAndPlainFiles) {
@@ -200,6 +209,9 @@ TEST(PrepareFashionMnist, GeneratedFilesBecomeShardsWithLabelsAndClassNames) {
   ASSERT_EQ(y.scalar_type(), torch::kInt64);
   EXPECT_TRUE(torch::equal(y, torch::arange(23, torch::kLong) % 10));
   expect_class_names_in_every_shard(paths, difftrain::fashion_mnist_class_names());
+  // Stored contiguously: the loader's random single rows are then read straight from the
+  // file (chunked layouts measured several times slower; see tests/bench/bench_loader.cpp).
+  for (const auto& p : paths) EXPECT_TRUE(contiguous(p, "x") && contiguous(p, "y")) << p;
   EXPECT_EQ(difftrain::fashion_mnist_class_names().at(0), "T-shirt/top");
   EXPECT_EQ(difftrain::fashion_mnist_class_names().at(9), "Ankle boot");
 
