@@ -20,11 +20,12 @@ struct GzCloser {
 using GzFile = std::unique_ptr<gzFile_s, GzCloser>;
 
 // zlib's own reason when the stream is damaged ("incorrect data check", "unexpected end of
-// file"), or "" when it simply ended.
-std::string gzip_problem(gzFile f) {
+// file"), or "" when it simply ended. zlib puts the path in front; our messages start with it.
+std::string gzip_problem(gzFile f, const std::string& path) {
   int code = Z_OK;
-  const char* message = gzerror(f, &code);
-  return code == Z_OK || code == Z_STREAM_END ? "" : message;
+  const std::string message = gzerror(f, &code);
+  if (code == Z_OK || code == Z_STREAM_END) return "";
+  return message.rfind(path + ": ", 0) == 0 ? message.substr(path.size() + 2) : message;
 }
 
 // Reads up to `n` bytes; returns how many came (fewer only at the end of the data).
@@ -33,7 +34,8 @@ std::size_t read_some(gzFile f, const std::string& path, void* into, std::size_t
   while (got < n) {
     const unsigned ask = static_cast<unsigned>(std::min<std::size_t>(n - got, 1u << 30));
     const int r = gzread(f, static_cast<char*>(into) + got, ask);
-    if (r < 0 || !gzip_problem(f).empty()) fail("{}: corrupt gzip data: {}", path, gzip_problem(f));
+    if (const auto problem = gzip_problem(f, path); r < 0 || !problem.empty())
+      fail("{}: corrupt gzip data: {}", path, problem.empty() ? "read error" : problem);
     if (r == 0) break;
     got += static_cast<std::size_t>(r);
   }

@@ -153,7 +153,8 @@ hid_t ShardedDataset::file(std::size_t shard) {
 
 torch::Tensor ShardedDataset::read(const std::vector<int64_t>& indices) {
   auto stored = gather(indices);
-  if (dtype_ == torch::kUInt8) return stored.to(torch::kFloat32) / 127.5 - 1;
+  // In place: one float buffer instead of three (a 512-image batch is 1.6 MB each).
+  if (dtype_ == torch::kUInt8) return stored.to(torch::kFloat32).div_(127.5).sub_(1);
   return stored;
 }
 
@@ -170,8 +171,10 @@ torch::Tensor ShardedDataset::gather(const std::vector<int64_t>& indices) {
   out_shape.insert(out_shape.end(), sample_shape_.begin(), sample_shape_.end());
   const int64_t row_bytes = bytes_per_sample();
 
-  // Read each shard's distinct rows in ascending order, in one H5Dread per shard (a union
-  // of row hyperslabs), then scatter them to their places in the batch.
+  // Read each shard's distinct rows in ascending order, one H5Dread per run of consecutive
+  // rows, then scatter them to their places in the batch. (One read of the union of the
+  // runs would be fewer calls but is far slower: HDF5 1.10 walks every chunk under the
+  // union's bounding box, and building the union grows with the square of the runs.)
   std::vector<int64_t> order(n);
   std::iota(order.begin(), order.end(), 0);
   std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return indices[a] < indices[b]; });
@@ -194,21 +197,24 @@ torch::Tensor ShardedDataset::gather(const std::vector<int64_t>& indices) {
     }
     h5::Handle ds(H5Dopen2(file(s), dataset_.c_str(), H5P_DEFAULT), H5Dclose);
     h5::Handle space(H5Dget_space(ds.get()), H5Sclose);
-    std::vector<hsize_t> start(out_shape.size(), 0), count(out_shape.begin(), out_shape.end());
-    for (std::size_t r = 0; r < rows.size();) {
-      std::size_t run = 1;  // merge consecutive rows into one block
-      while (r + run < rows.size() && rows[r + run] == rows[r] + static_cast<int64_t>(run)) ++run;
-      start[0] = rows[r], count[0] = run;
-      H5Sselect_hyperslab(space.get(), r == 0 ? H5S_SELECT_SET : H5S_SELECT_OR, start.data(), nullptr, count.data(), nullptr);
-      r += run;
-    }
     std::vector<hsize_t> mem_dims(out_shape.begin(), out_shape.end());
     mem_dims[0] = rows.size();
     h5::Handle mem(H5Screate_simple(static_cast<int>(mem_dims.size()), mem_dims.data(), nullptr), H5Sclose);
     void* dst = static_cast<char*>(raw.data_ptr()) + next * row_bytes;
-    if (H5Dread(ds.get(), hdf5_type(dtype_), mem.get(), space.get(), H5P_DEFAULT, dst) < 0)
-      fail("{}: failed to read rows {}..{} of dataset '{}' (truncated or corrupt file?)", shard.path,
-           rows.front(), rows.back(), dataset_);
+    std::vector<hsize_t> start(out_shape.size(), 0), count(out_shape.begin(), out_shape.end());
+    for (std::size_t r = 0; r < rows.size();) {
+      std::size_t run = 1;
+      while (r + run < rows.size() && rows[r + run] == rows[r] + static_cast<int64_t>(run)) ++run;
+      count[0] = run;
+      start[0] = rows[r];
+      H5Sselect_hyperslab(space.get(), H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr);
+      start[0] = r;
+      H5Sselect_hyperslab(mem.get(), H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr);
+      if (H5Dread(ds.get(), hdf5_type(dtype_), mem.get(), space.get(), H5P_DEFAULT, dst) < 0)
+        fail("{}: failed to read rows {}..{} of dataset '{}' (truncated or corrupt file?)", shard.path, rows[r],
+             rows[r] + static_cast<int64_t>(run) - 1, dataset_);
+      r += run;
+    }
     bytes_read_ += static_cast<int64_t>(rows.size()) * row_bytes;
     // Non-finite data would poison every rank's gradients; name where it is.
     if (dtype_ == torch::kFloat32) {

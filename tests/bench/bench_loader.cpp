@@ -7,12 +7,15 @@
 //
 // DATA is any data path (a directory of shards, say). Each line of output is one JSON
 // object: the layout (rows per chunk, as stored in DATA or rewritten), the batch size, the
-// median milliseconds per batch, examples/s and payload MB/s (bytes as stored).
+// median wall and CPU milliseconds per batch (on a busy machine the wall time includes
+// waits for a core; the CPU time does not), examples/s and payload MB/s (bytes as stored)
+// by wall time.
 #include <hdf5.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
+#include <ctime>
 #include <cstdlib>
 #include <filesystem>
 #include <numeric>
@@ -74,6 +77,17 @@ std::string rewrite(ShardedDataset& source, const std::string& name, int64_t row
   return dir;
 }
 
+double thread_cpu_seconds() {
+  timespec t{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
 void measure(const std::string& layout, const std::string& spec, const std::string& name,
              const std::vector<int64_t>& batches, double seconds) {
   auto data = ShardedDataset::open(spec, name);
@@ -81,7 +95,7 @@ void measure(const std::string& layout, const std::string& spec, const std::stri
   std::vector<int64_t> order(data.size());
   std::iota(order.begin(), order.end(), 0);
   for (int64_t batch : batches) {
-    std::vector<double> times;
+    std::vector<double> times, cpu_times;
     const auto start = Clock::now();
     std::size_t at = order.size();
     while (times.size() < 5 || std::chrono::duration<double>(Clock::now() - start).count() < seconds) {
@@ -89,14 +103,16 @@ void measure(const std::string& layout, const std::string& spec, const std::stri
       const std::vector<int64_t> indices(order.begin() + at, order.begin() + at + batch);
       at += batch;
       const auto t0 = Clock::now();
+      const double c0 = thread_cpu_seconds();
       const auto x = data.read(indices);
+      cpu_times.push_back(thread_cpu_seconds() - c0);
       times.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
     }
-    std::sort(times.begin(), times.end());
-    const double t = times[times.size() / 2];
+    const double t = median(times);
     fmt::print("{{\"layout\": \"{}\", \"batch\": {}, \"reads\": {}, \"ms_per_batch\": {:.3f}, "
-               "\"examples_per_s\": {:.0f}, \"MB_per_s\": {:.1f}}}\n",
-               layout, batch, times.size(), t * 1e3, batch / t, batch * data.bytes_per_sample() / t / 1e6);
+               "\"cpu_ms_per_batch\": {:.3f}, \"examples_per_s\": {:.0f}, \"MB_per_s\": {:.1f}}}\n",
+               layout, batch, times.size(), t * 1e3, median(cpu_times) * 1e3, batch / t,
+               batch * data.bytes_per_sample() / t / 1e6);
   }
 }
 

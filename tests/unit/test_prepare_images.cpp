@@ -107,6 +107,15 @@ void expect_class_names_in_every_shard(const std::vector<std::string>& paths, co
   }
 }
 
+// Whether dataset `name` of `path` is stored contiguously (not chunked).
+bool contiguous(const std::string& path, const std::string& name) {
+  difftrain::h5::Lock lock(difftrain::h5::library_mutex());
+  const auto file = difftrain::h5::open_file(path);
+  difftrain::h5::Handle ds(H5Dopen2(file.get(), name.c_str(), H5P_DEFAULT), H5Dclose);
+  difftrain::h5::Handle plist(H5Dget_create_plist(ds.get()), H5Pclose);
+  return H5Pget_layout(plist.get()) == H5D_CONTIGUOUS;
+}
+
 // ---------------------------------------------------------------- IDX files
 
 TEST(IdxFile, ReadsGzippedAndPlainFiles) {
@@ -168,6 +177,7 @@ TEST(IdxFile, DamagedFilesAreErrorsNamingTheFile) {
   message = error_of([&] { difftrain::read_idx_ubyte(dir / "crc.gz", 3); });
   EXPECT_MENTIONS(message, dir / "crc.gz");
   EXPECT_MENTIONS(message, "gzip");
+  EXPECT_EQ(message.find(dir / "crc.gz"), message.rfind(dir / "crc.gz")) << message;  // named once
 
   // A header whose sizes are absurd fails without trying to allocate them.
   write_gzip(dir / "huge.gz", idx_bytes(0x803, {0xffffffffu, 0xffffffffu, 28}, data));
@@ -200,6 +210,9 @@ TEST(PrepareFashionMnist, GeneratedFilesBecomeShardsWithLabelsAndClassNames) {
   ASSERT_EQ(y.scalar_type(), torch::kInt64);
   EXPECT_TRUE(torch::equal(y, torch::arange(23, torch::kLong) % 10));
   expect_class_names_in_every_shard(paths, difftrain::fashion_mnist_class_names());
+  // Stored contiguously: the loader's random single rows are then read straight from the
+  // file (chunked layouts measured several times slower; see tests/bench/bench_loader.cpp).
+  for (const auto& p : paths) EXPECT_TRUE(contiguous(p, "x") && contiguous(p, "y")) << p;
   EXPECT_EQ(difftrain::fashion_mnist_class_names().at(0), "T-shirt/top");
   EXPECT_EQ(difftrain::fashion_mnist_class_names().at(9), "Ankle boot");
 
@@ -357,6 +370,29 @@ TEST(PrepareImageFolder, ClassesByFolderNameCropResizeAndChannels) {
   EXPECT_TRUE(torch::equal(a[0][0].slice(1, 4, 8), torch::full({8, 4}, 255, torch::kUInt8)));
   expect_class_names_in_every_shard(shard_paths(dir / "auto"), {"boot", "dress"});
   EXPECT_TRUE(torch::equal(stored(dir / "auto", "y"), torch::tensor({0, 0, 1}, torch::kLong)));
+}
+
+TEST(PrepareImageFolder, ClassAndFileOrderIsByteOrderOfNamesWhateverTheDirectoryOrder) {
+  // Twelve classes of twelve 1x1 pictures, created in a scrambled order, so that neither
+  // the creation order nor a file system's hash order is likely to be the sorted one.
+  // Byte order: "B" < "a", "10" < "9". Picture (class k, file j) in sorted order has
+  // the value 12 k + j.
+  const std::vector<std::string> classes{"10", "9", "B", "a", "ab", "b", "c0", "c1", "d", "e", "x", "y"};
+  const std::vector<std::string> files{"0.png",  "1.png",  "10.png", "11.png", "2.png", "3.png",
+                                       "4.png",  "5.png",  "6.png",  "7.png",  "8.png", "9.png"};
+  ASSERT_TRUE(std::is_sorted(classes.begin(), classes.end()));
+  ASSERT_TRUE(std::is_sorted(files.begin(), files.end()));
+  TempDir dir;
+  std::vector<int> scramble{7, 2, 11, 0, 5, 9, 3, 10, 1, 6, 8, 4};
+  for (int k : scramble)
+    for (int j : scramble)
+      write_png(dir / ("images/" + classes[k] + "/" + files[j]), 1, 1, 1, [&](int, int) { return grey(12 * k + j); });
+  difftrain::prepare_image_folder(dir / "images", dir / "out", 3, {1, 0});
+  const auto x = stored(dir / "out", "x");
+  ASSERT_EQ(x.sizes(), (std::vector<int64_t>{144, 1, 1, 1}));
+  EXPECT_TRUE(torch::equal(x.flatten().to(torch::kLong), torch::arange(144, torch::kLong)));
+  EXPECT_TRUE(torch::equal(stored(dir / "out", "y"), torch::arange(144, torch::kLong).div(12, "floor")));
+  expect_class_names_in_every_shard(shard_paths(dir / "out"), classes);
 }
 
 TEST(PrepareImageFolder, CorruptImageIsAnErrorNamingItAndLeavesNoFiles) {
