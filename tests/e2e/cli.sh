@@ -71,7 +71,7 @@ bad "huge model.hidden_dims" "model.hidden_dims \\[100000000000\\] makes a model
 $py -c "open('big.yaml', 'w').write('train:\\n  lr: ' + 'a' * 50_000_000 + '\\n')"
 long_override="model.type=$(head -c 100000 /dev/zero | tr '\0' b)"
 bad "50 MB value in the config" "key 'train.lr': expected a number, got 'aaaa.*(50000000 bytes)" train big.yaml run_dir=badrun
-bad "100 KB override" "key 'model.type': expected one of mlp; got 'bbbb.*(100000 bytes)" \
+bad "100 KB override" "key 'model.type': expected one of mlp, dit, unet; got 'bbbb.*(100000 bytes)" \
   train "$here/configs/swissroll.yaml" run_dir=badrun "$long_override"
 # (on one process: under mpirun, stderr also holds mpirun's own report of the exit status)
 check "50 MB value: stderr under 200 bytes" bash -c "'$difftrain' train big.yaml run_dir=badrun 2>&1 >/dev/null | test \$(wc -c) -lt 200"
