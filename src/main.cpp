@@ -2,6 +2,7 @@
 // section is the contract.
 #include <algorithm>
 #include <charconv>
+#include <chrono>
 #include <cmath>
 #include <limits>
 #include <string>
@@ -19,6 +20,8 @@
 #include "difftrain/dist/communicator.h"
 #include "difftrain/error.h"
 #include "difftrain/plot_run.h"
+#include "difftrain/eval/classifier.h"
+#include "difftrain/eval/evaluate.h"
 #include "difftrain/sample.h"
 #include "difftrain/schedule.h"
 #include "difftrain/train/stop_signal.h"
@@ -215,6 +218,44 @@ int cmd_train(const std::vector<std::string>& args, const TrainOptions& options)
   return 1;
 }
 
+int cmd_classifier(const ClassifierOptions& options, const std::string& out) {
+  const auto start = std::chrono::steady_clock::now();
+  const auto trained = train_classifier(options, [](const EpochReport& e) {
+    fmt::print(stderr, "classifier: epoch {}/{}: loss {:.4f}, {:.0f} s\n", e.epoch, e.epochs, e.loss, e.seconds);
+  });
+  save_classifier(out, trained);
+  nlohmann::ordered_json j;
+  j["test_accuracy"] = trained.test_accuracy;
+  j["epochs"] = trained.epochs;
+  j["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  j["out"] = out;
+  fmt::print("{}\n", j.dump());
+  return 0;
+}
+
+// Every rank evaluates its share; run_eval shares any rank's failure with all of them, so
+// that all exit 1 together: the failing rank reports (rank 0 when all fail alike).
+int cmd_eval(const EvalOptions& options) {
+  auto comm = make_communicator("mpi");
+  try {
+    const auto result = run_eval(options, *comm);
+    if (comm->rank() == 0) fmt::print("{}\n", to_json(result).dump());
+    return 0;
+  } catch (const PeerError&) {
+  } catch (const RankError& e) {
+    report(e.what());
+  } catch (const std::exception& e) {
+    if (comm->size() == 1) {
+      report(one_line(e));
+      return 1;
+    }
+    // Outside the paths that share failures: the other ranks may be inside a collective.
+    report(fmt::format("rank {}: {}", comm->rank(), one_line(e)));
+    comm->abort(1);
+  }
+  return 1;
+}
+
 }  // namespace
 }  // namespace difftrain
 
@@ -292,6 +333,43 @@ int main(int argc, char** argv) {
   std::string plot_run_dir, plot_out;
   plot->add_option("RUN_DIR", plot_run_dir, "Run directory (reads its metrics.jsonl)")->required();
   plot->add_option("--out", plot_out, "Directory for loss.png and loss_by_sigma.png (default: RUN_DIR)");
+  auto* classifier = app.add_subcommand(
+      "classifier", "Train the image classifier whose feature space `eval` measures quality in");
+  ClassifierOptions co;
+  std::string classifier_out;
+  classifier->add_option("--data", co.train, "Training images with labels y (directory of shards, file or glob)")
+      ->required();
+  classifier->add_option("--test", co.test, "Test images with labels y, for the accuracy")->required();
+  classifier->add_option("--out", classifier_out, "Classifier file to write (.pt)")->required();
+  classifier->add_option("--epochs", co.epochs, "Passes over the training images")->capture_default_str();
+  classifier->add_option("--seed", co.seed, "Seed of the initial weights and the shuffling, in [0, 2^63-1]")
+      ->check(CLI::Validator(check_seed, "SEED"))
+      ->capture_default_str();
+  classifier->add_option("--batch", co.batch_size, "Images per Adam step")->capture_default_str();
+  classifier->footer(
+      "\nPrints one JSON line: {\"test_accuracy\", \"epochs\", \"seconds\", \"out\"}; each epoch's loss goes to stderr.\n"
+      "By default `difftrain eval` looks for it as classifier.pt beside the training data's directory.");
+
+  auto* eval = app.add_subcommand("eval", "Image quality of a checkpoint (FID in the classifier's feature space) as JSON");
+  EvalOptions eo;
+  std::string eval_weights = "ema";
+  eval->add_option("--checkpoint", eo.checkpoint, "Checkpoint file (.pt)")->required();
+  eval->add_option("--n", eo.n, "Images per set (generated, untrained, train, test)")->capture_default_str();
+  eval->add_option("--cfg-scale", eo.cfg_scale, "Guidance scale (conditional models; default: sample.cfg_scale)");
+  eval->add_option("--steps", eo.steps, "Sampling steps (default: sample.steps)");
+  eval->add_option("--gam", eo.gam, "gamma: 1 for DDPM/DDIM, 2 accelerated (default: sample.gam)");
+  eval->add_option("--seed", eo.seed, "Seed of the sampling noise and of the real images drawn, in [0, 2^63-1]")
+      ->check(CLI::Validator(check_seed, "SEED"))
+      ->capture_default_str();
+  eval->add_option("--classifier", eo.classifier,
+                   "Classifier file (default: classifier.pt in the parent directory of the config's data.path)");
+  eval->add_option("--test", eo.test, "Real test images (default: test in that same directory)");
+  eval->add_option("--weights", eval_weights, "ema or model")->check(CLI::IsMember({"ema", "model"}))->capture_default_str();
+  eval->footer(
+      "\nPrints one JSON object: fid (samples vs test images), fid_floor (n training vs n test images: the best\n"
+      "reachable), fid_untrained (the same config's untrained model: the ceiling), class_accuracy (conditional\n"
+      "models: share of samples classified as their requested class), and the settings used. Under mpirun each\n"
+      "rank samples its share of the n images.");
 
   try {
     app.parse(argc, argv);
@@ -299,7 +377,8 @@ int main(int argc, char** argv) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     const std::vector<std::string> commands{prepare->get_name(), train->get_name(), sample->get_name(),
-                                            schedule->get_name(), plot->get_name()};
+                                            schedule->get_name(), plot->get_name(),
+                                            classifier->get_name(), eval->get_name()};
     const std::string first = argc > 1 ? argv[1] : "";
     if (!first.empty() && first[0] != '-' && std::find(commands.begin(), commands.end(), first) == commands.end()) {
       report(unknown_command_message(first, commands));
@@ -325,6 +404,11 @@ int main(int argc, char** argv) {
       for (const auto& n : notes) fmt::print(stderr, "difftrain: note: {}\n", n);
       for (const auto& w : written) fmt::print("wrote {}\n", w);
       return 0;
+    }
+    if (*classifier) return cmd_classifier(co, classifier_out);
+    if (*eval) {
+      eo.use_ema = eval_weights == "ema";
+      return cmd_eval(eo);
     }
   } catch (const std::exception& e) {  // difftrain::Error, and anything LibTorch throws
     report(one_line(e));

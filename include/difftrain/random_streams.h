@@ -13,7 +13,12 @@
 
 namespace difftrain {
 
-enum class Stream : uint64_t { sigma = 1, eps = 2, shuffle = 3, init = 4, sample = 5, cond_drop = 6, hflip = 7, dropout = 8 };
+// The quality figure's streams take their own seed: classifier_shuffle counts epochs, eval
+// counts the sets it draws (see eval/evaluate.cpp).
+enum class Stream : uint64_t {
+  sigma = 1, eps = 2, shuffle = 3, init = 4, sample = 5, cond_drop = 6, hflip = 7, dropout = 8,
+  classifier_init = 9, classifier_shuffle = 10, eval = 11
+};
 
 uint64_t splitmix64(uint64_t x);
 uint64_t stream_key(uint64_t seed, int rank, Stream purpose, uint64_t counter);

@@ -1,0 +1,175 @@
+// The quality figure's core on synthetic sets with known answers: "samples" that are the
+// test images themselves score 0, fresh draws of the real distribution score near the floor,
+// noise scores far above it; class accuracy counts samples of their requested class. And
+// `eval`'s refusals that need no image model: a checkpoint of points, a too small --n.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "difftrain/config.h"
+#include "difftrain/diffusion.h"
+#include "difftrain/dist/communicator.h"
+#include "difftrain/error.h"
+#include "difftrain/eval/evaluate.h"
+#include "difftrain/models/registry.h"
+#include "difftrain/train/checkpoint.h"
+#include "test_util.h"
+
+namespace difftrain {
+namespace {
+
+Communicator& single_rank() {
+  static auto comm = make_communicator("mpi");
+  return *comm;
+}
+
+constexpr int64_t kN = 400, kDim = 4;
+
+// "Images" are points in R^4; class k sits around 6 e_k (k = 0, 1), unit noise. The
+// embedding is the point itself, and its class the larger of the first two coordinates.
+torch::Tensor draw(const torch::Tensor& labels, uint64_t seed) {
+  torch::manual_seed(seed);
+  auto x = torch::randn({labels.size(0), kDim}, torch::kFloat64);
+  x.narrow(1, 0, 2).add_(6 * torch::one_hot(labels, 2).to(torch::kFloat64));
+  return x;
+}
+
+Embedding identity_embedding(const torch::Tensor& images) {
+  return {images, images.narrow(1, 0, 2).argmax(1)};
+}
+
+ImageSource slices_of(torch::Tensor all) {
+  return [all](int64_t begin, int64_t end) { return all.narrow(0, begin, end - begin); };
+}
+
+struct Synthetic {
+  torch::Tensor labels = class_labels(std::nullopt, 2, kN);
+  torch::Tensor test = draw(labels, 1), train = draw(labels, 2);
+  QualitySets sets(ImageSource generated, ImageSource untrained, bool conditional = true) const {
+    QualitySets s;
+    s.n = kN;
+    s.test = slices_of(test), s.train = slices_of(train);
+    s.generated = std::move(generated), s.untrained = std::move(untrained);
+    if (conditional) s.labels = labels;
+    return s;
+  }
+};
+
+QualityFigures measure(const QualitySets& sets, int64_t batch = 64) {
+  return measure_quality(sets, identity_embedding, kDim, single_rank(), batch);
+}
+
+TEST(QualityCore, TestImagesScoreZeroFreshDrawsNearTheFloorNoiseFarAbove) {
+  const Synthetic s;
+  torch::manual_seed(3);
+  const auto noise = torch::randn({kN, kDim}, torch::kFloat64) * 5;
+  const auto figures = measure(s.sets(slices_of(s.test), slices_of(noise)));
+  EXPECT_NEAR(figures.fid, 0.0, 1e-9);
+  // Two draws of one distribution differ only by sampling noise: a small floor, which a
+  // third draw matches, and noise is far from both.
+  EXPECT_GT(figures.fid_floor, 0.0);
+  EXPECT_LT(figures.fid_floor, 0.5);
+  EXPECT_GT(figures.fid_untrained, 50.0);
+
+  const auto fresh = measure(s.sets(slices_of(draw(s.labels, 4)), slices_of(noise)));
+  EXPECT_LT(fresh.fid, 3 * fresh.fid_floor + 0.1);
+  EXPECT_NEAR(fresh.fid_floor, figures.fid_floor, 1e-12);  // the real sets are the same
+}
+
+TEST(QualityCore, ClassAccuracyCountsSamplesOfTheirRequestedClass) {
+  const Synthetic s;
+  const auto matched = draw(s.labels, 5), swapped = draw(1 - s.labels, 6);
+  const auto figures = measure(s.sets(slices_of(matched), slices_of(swapped)));
+  ASSERT_TRUE(figures.class_accuracy && figures.class_accuracy_untrained);
+  EXPECT_GT(*figures.class_accuracy, 0.99);
+  EXPECT_LT(*figures.class_accuracy_untrained, 0.01);
+  // Class-swapped samples have the right distribution overall (balanced classes): only the
+  // class accuracy can tell them apart.
+  EXPECT_LT(figures.fid_untrained, 3 * figures.fid_floor + 0.1);
+
+  const auto unconditional = measure(s.sets(slices_of(matched), slices_of(swapped), /*conditional=*/false));
+  EXPECT_FALSE(unconditional.class_accuracy);
+  EXPECT_FALSE(unconditional.class_accuracy_untrained);
+  EXPECT_NEAR(unconditional.fid, figures.fid, 1e-12);
+}
+
+TEST(QualityCore, BatchSizeDoesNotChangeTheFigures) {
+  const Synthetic s;
+  const auto sets = s.sets(slices_of(draw(s.labels, 7)), slices_of(draw(s.labels, 8)));
+  const auto whole = measure(sets, kN), pieces = measure(sets, 37);
+  EXPECT_NEAR(pieces.fid, whole.fid, 1e-9);
+  EXPECT_NEAR(pieces.fid_untrained, whole.fid_untrained, 1e-9);
+  EXPECT_EQ(*pieces.class_accuracy, *whole.class_accuracy);
+}
+
+TEST(QualityCore, FailuresNameTheSet) {
+  const Synthetic s;
+  auto sets = s.sets(slices_of(s.test), [](int64_t, int64_t) -> torch::Tensor { fail("untrained sampler broke"); });
+  EXPECT_MENTIONS(test::error_of([&] { measure(sets); }), "untrained sampler broke");
+  sets.untrained = [](int64_t begin, int64_t end) { return torch::zeros({end - begin + 1, kDim}); };
+  EXPECT_MENTIONS(test::error_of([&] { measure(sets); }), "the untrained set gave shape [65, 4] for 64 images");
+  sets.n = 1;
+  EXPECT_MENTIONS(test::error_of([&] { measure(sets); }), "at least 2 images per set, got n = 1");
+}
+
+TEST(QualityCore, ClassifierEmbeddingClampsToTheImageRange) {
+  torch::manual_seed(0);
+  Classifier classifier(std::vector<int64_t>{1, 8, 8}, 3);
+  const auto embed = classifier_embedding(classifier);
+  const auto x = torch::rand({4, 1, 8, 8}) * 2 - 1;
+  auto overshoot = x.clone();
+  overshoot.index_put_({torch::indexing::Slice(), 0, 0, 0}, 5.0);
+  auto at_edge = x.clone();
+  at_edge.index_put_({torch::indexing::Slice(), 0, 0, 0}, 1.0);
+  const auto e = embed(overshoot);
+  EXPECT_EQ(e.features.sizes(), torch::IntArrayRef({4, ClassifierImpl::kFeatures}));
+  EXPECT_EQ(e.predicted.sizes(), torch::IntArrayRef({4}));
+  EXPECT_TRUE(torch::equal(e.features, embed(at_edge).features));
+  EXPECT_FALSE(torch::equal(e.features, embed(x).features));
+}
+
+// A checkpoint of an untrained toy model (2-d points).
+std::string points_checkpoint(const test::TempDir& dir) {
+  const Config config = parse_config("", "test", {"model.hidden_dims=[16, 16]", "schedule.N=20", "sample.steps=5"});
+  Checkpoint c;
+  c.config_yaml = to_yaml(config);
+  c.sample_shape = {2};
+  auto model = make_model(config.model, c.sample_shape);
+  c.model = c.ema = state_dict(*model);
+  save_checkpoint(dir / "points.pt", c);
+  return dir / "points.pt";
+}
+
+TEST(EvalCommand, RefusesPointsAndTooFewImages) {
+  test::TempDir dir;
+  EvalOptions o;
+  o.checkpoint = points_checkpoint(dir);
+  EXPECT_MENTIONS(test::error_of([&] { run_eval(o, single_rank()); }),
+                  "points.pt: the checkpoint's examples have shape [2]; eval measures images [C, H, W]");
+  o.n = 1;
+  EXPECT_MENTIONS(test::error_of([&] { run_eval(o, single_rank()); }), "--n must be >= 2");
+  o.n = 10, o.gam = -1;
+  EXPECT_MENTIONS(test::error_of([&] { run_eval(o, single_rank()); }), "--gam must be in");
+  o.gam.reset(), o.checkpoint = dir / "missing.pt";
+  EXPECT_MENTIONS(test::error_of([&] { run_eval(o, single_rank()); }), "missing.pt: no such checkpoint");
+}
+
+TEST(EvalCommand, JsonHoldsTheFiguresAndSettings) {
+  EvalReport r;
+  r.n = 1000, r.steps = 20, r.gam = 2, r.checkpoint_step = 5000, r.classifier_test_accuracy = 0.91;
+  r.figures.fid = 3.5, r.figures.fid_floor = 0.4, r.figures.fid_untrained = 300;
+  auto j = to_json(r);
+  EXPECT_EQ(j["fid"], 3.5);
+  EXPECT_EQ(j["fid_floor"], 0.4);
+  EXPECT_EQ(j["fid_untrained"], 300.0);
+  EXPECT_EQ(j["checkpoint_step"], 5000);
+  EXPECT_FALSE(j.contains("class_accuracy"));  // unconditional
+  EXPECT_FALSE(j.contains("cfg_scale"));
+  r.figures.class_accuracy = 0.8, r.cfg_scale = 1.5;
+  j = to_json(r);
+  EXPECT_EQ(j["class_accuracy"], 0.8);
+  EXPECT_EQ(j["cfg_scale"], 1.5);
+}
+
+}  // namespace
+}  // namespace difftrain
