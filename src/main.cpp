@@ -220,6 +220,7 @@ int cmd_train(const std::vector<std::string>& args, const TrainOptions& options)
 
 int cmd_classifier(const ClassifierOptions& options, const std::string& out) {
   const auto start = std::chrono::steady_clock::now();
+  require_writable_classifier_path(out);
   const auto trained = train_classifier(options, [](const EpochReport& e) {
     fmt::print(stderr, "classifier: epoch {}/{}: loss {:.4f}, {:.0f} s\n", e.epoch, e.epochs, e.loss, e.seconds);
   });

@@ -1,6 +1,10 @@
 #include "difftrain/eval/classifier.h"
 
+#include <unistd.h>
+
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -101,7 +105,9 @@ ClassifierImpl::ClassifierImpl(std::vector<int64_t> sample_shape, int64_t num_cl
   if (num_classes_ < 1) fail("classifier: needs at least one class, got {}", num_classes_);
   using namespace torch::nn;
   conv1_ = register_module("conv1", Conv2d(Conv2dOptions(sample_shape_[0], kChannels1, 3).padding(1)));
+  norm1_ = register_module("norm1", BatchNorm2d(kChannels1));
   conv2_ = register_module("conv2", Conv2d(Conv2dOptions(kChannels1, kChannels2, 3).padding(1)));
+  norm2_ = register_module("norm2", BatchNorm2d(kChannels2));
   // Each 2x2 max-pool halves the side, rounding down.
   const int64_t flat = kChannels2 * (sample_shape_[1] / 4) * (sample_shape_[2] / 4);
   hidden_ = register_module("hidden", Linear(flat, kFeatures));
@@ -111,8 +117,8 @@ ClassifierImpl::ClassifierImpl(std::vector<int64_t> sample_shape, int64_t num_cl
 torch::Tensor ClassifierImpl::features(const torch::Tensor& x) {
   if (x.dim() != 4 || x.sizes().slice(1) != c10::IntArrayRef(sample_shape_))
     fail("classifier: expected images [B, {}], got {}", fmt::join(sample_shape_, ", "), x.sizes());
-  auto h = torch::max_pool2d(torch::relu(conv1_(x)), 2);
-  h = torch::max_pool2d(torch::relu(conv2_(h)), 2);
+  auto h = torch::max_pool2d(torch::relu(norm1_(conv1_(x))), 2);
+  h = torch::max_pool2d(torch::relu(norm2_(conv2_(h))), 2);
   return torch::relu(hidden_(h.flatten(1)));
 }
 
@@ -150,6 +156,8 @@ TrainedClassifier train_classifier(const ClassifierOptions& o, const std::functi
   torch::optim::Adam optimizer(model->parameters(), torch::optim::AdamOptions(o.lr));
   const auto start = std::chrono::steady_clock::now();
   const int64_t n = train.x.size(0);
+  const int64_t steps_per_epoch = (n + o.batch_size - 1) / o.batch_size, total_steps = steps_per_epoch * o.epochs;
+  int64_t step = 0;
   for (int64_t epoch = 0; epoch < o.epochs; ++epoch) {
     auto gen = stream_generator(seed, 0, Stream::classifier_shuffle, static_cast<uint64_t>(epoch));
     const auto order = torch::randperm(n, gen, torch::kInt64);
@@ -157,6 +165,9 @@ TrainedClassifier train_classifier(const ClassifierOptions& o, const std::functi
     for (int64_t first = 0; first < n; first += o.batch_size) {
       const int64_t count = std::min(o.batch_size, n - first);
       const auto rows = order.narrow(0, first, count);
+      // The rate falls linearly to zero over the run, so that the last steps settle the weights.
+      static_cast<torch::optim::AdamOptions&>(optimizer.param_groups()[0].options())
+          .lr(o.lr * static_cast<double>(total_steps - step++) / static_cast<double>(total_steps));
       optimizer.zero_grad();
       const auto loss = torch::cross_entropy_loss(model->logits(train.x.index_select(0, rows)),
                                                   train.y.index_select(0, rows));
@@ -170,6 +181,17 @@ TrainedClassifier train_classifier(const ClassifierOptions& o, const std::functi
   }
   model->eval();
   return {model, classifier_accuracy(model, test.x, test.y), o.seed, o.epochs};
+}
+
+void require_writable_classifier_path(const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) fail("classifier: --out {} is a directory; name a file", path);
+  const fs::path dir = fs::path(path).parent_path().empty() ? fs::path(".") : fs::path(path).parent_path();
+  fs::create_directories(dir, ec);
+  if (ec) fail("classifier: --out {}: cannot create directory {}: {}", path, dir.string(), ec.message());
+  if (::access(dir.c_str(), W_OK) != 0)
+    fail("classifier: --out {}: directory {} is not writable: {}", path, dir.string(), std::strerror(errno));
 }
 
 void save_classifier(const std::string& path, const TrainedClassifier& c) {

@@ -98,7 +98,9 @@ TEST(EvalSpread, AFailureOnOneRankEndsEveryRank) {
   }
   EXPECT_EQ(rank_error, world().rank() == last);
   EXPECT_EQ(peer_error, world().rank() != last);
-  if (world().rank() == last) EXPECT_EQ(message, fmt::format("rank {}: sampler broke on this rank", last));
+  if (world().rank() == last) {
+    EXPECT_EQ(message, fmt::format("rank {}: sampler broke on this rank", last));
+  }
   // Every rank is still in step: a collective after the failure completes.
   auto one = torch::ones({1}, torch::kInt64);
   world().allreduce_sum(one);
