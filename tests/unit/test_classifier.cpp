@@ -87,11 +87,14 @@ TEST(Classifier, SameSeedSameWeightsOtherSeedOthers) {
   auto c = train_classifier(data.options);
   torch::set_num_threads(threads);
   const auto pa = a.model->named_parameters(), pb = b.model->named_parameters(), pc = c.model->named_parameters();
-  ASSERT_EQ(pa.size(), 8u);
+  ASSERT_EQ(pa.size(), 12u);  // weights and biases of 2 convolutions, 2 batch norms, 2 linear layers
   for (std::size_t i = 0; i < pa.size(); ++i) {
     EXPECT_TRUE(torch::equal(pa[i].value(), pb[i].value())) << pa[i].key();
     EXPECT_FALSE(torch::equal(pa[i].value(), pc[i].value())) << pa[i].key();
   }
+  const auto ba = a.model->named_buffers(), bb = b.model->named_buffers();
+  ASSERT_EQ(ba.size(), 6u);  // the batch norms' running statistics and counts
+  for (std::size_t i = 0; i < ba.size(); ++i) EXPECT_TRUE(torch::equal(ba[i].value(), bb[i].value())) << ba[i].key();
 }
 
 TEST(Classifier, FileRoundTripsAndErrorsNameIt) {
