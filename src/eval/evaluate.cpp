@@ -146,19 +146,20 @@ ImageSource sampler_source(std::shared_ptr<SamplingModel> model, torch::Tensor l
   };
 }
 
-std::shared_ptr<ShardedDataset> open_images(const std::string& spec, const std::string& dataset, const std::string& role,
-                                            const std::vector<int64_t>& shape, int64_t n) {
+// Real images for a set of n; `origin` says where `spec` came from (an option or a key).
+std::shared_ptr<ShardedDataset> open_images(const std::string& spec, const std::string& dataset,
+                                            const std::string& origin, const std::vector<int64_t>& shape, int64_t n) {
   std::shared_ptr<ShardedDataset> data;
   try {
     data = std::make_shared<ShardedDataset>(ShardedDataset::open(spec, dataset));
   } catch (const Error& e) {
-    fail("eval: {}: {}", role, e.what());
+    fail("eval: {}: {}", origin, e.what());
   }
   if (data->sample_shape() != shape)
-    fail("eval: {} {} holds images of shape {}, but the checkpoint's samples have shape {}", role, spec,
+    fail("eval: {} ({}) holds images of shape {}, but the checkpoint's samples have shape {}", spec, origin,
          c10::IntArrayRef(data->sample_shape()), c10::IntArrayRef(shape));
   if (n > data->size())
-    fail("eval: --n {} is more than the {} images of {} {}; use --n {} or fewer", n, data->size(), role, spec,
+    fail("eval: --n {} is more than the {} images in {} ({}); use --n {} or fewer", n, data->size(), spec, origin,
          data->size());
   return data;
 }
@@ -206,9 +207,8 @@ EvalReport run_eval(const EvalOptions& o, Communicator& comm) {
            classifier->num_classes(), num_classes);
 
     const auto seed = static_cast<uint64_t>(o.seed);
-    auto test = open_images(test_path, config.data.dataset, o.test.empty() ? "the test images (default --test)" : "--test",
-                            shape, o.n);
-    auto train = open_images(config.data.path, config.data.dataset, "the training data (data.path)", shape, o.n);
+    auto test = open_images(test_path, config.data.dataset, o.test.empty() ? "the default --test" : "--test", shape, o.n);
+    auto train = open_images(config.data.path, config.data.dataset, "the checkpoint's data.path", shape, o.n);
     sets.n = o.n;
     sets.test = dataset_source(test, o.n, seed, test_subset);
     sets.train = dataset_source(train, o.n, seed, train_subset);

@@ -1,12 +1,15 @@
 // The quality figure's core on synthetic sets with known answers: "samples" that are the
 // test images themselves score 0, fresh draws of the real distribution score near the floor,
 // noise scores far above it; class accuracy counts samples of their requested class. And
-// `eval`'s refusals that need no image model: a checkpoint of points, a too small --n.
+// `eval` as a whole on an untrained tiny DiT over 8x8 images: where it looks for its
+// classifier and test images, its report, and its refusals naming the file or option.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <filesystem>
 
 #include "difftrain/config.h"
+#include "difftrain/data/prepare.h"
 #include "difftrain/diffusion.h"
 #include "difftrain/dist/communicator.h"
 #include "difftrain/error.h"
@@ -152,6 +155,99 @@ TEST(EvalCommand, RefusesPointsAndTooFewImages) {
   EXPECT_MENTIONS(test::error_of([&] { run_eval(o, single_rank()); }), "--gam must be in");
   o.gam.reset(), o.checkpoint = dir / "missing.pt";
   EXPECT_MENTIONS(test::error_of([&] { run_eval(o, single_rank()); }), "missing.pt: no such checkpoint");
+}
+
+// n images [1, 8, 8] of two classes: bright left half (0) or right half (1), with noise.
+std::pair<torch::Tensor, torch::Tensor> halves(int64_t n, uint64_t seed) {
+  torch::manual_seed(seed);
+  const auto y = torch::arange(n, torch::kInt64) % 2;
+  auto x = torch::full({n, 1, 8, 8}, -0.6) + 0.3 * torch::randn({n, 1, 8, 8});
+  x.narrow(3, 0, 4).add_(1.2 * (1 - y).to(torch::kFloat32).view({n, 1, 1, 1}));
+  x.narrow(3, 4, 4).add_(1.2 * y.to(torch::kFloat32).view({n, 1, 1, 1}));
+  return {x.clamp(-1, 1), y};
+}
+
+// DIR/data/{train,test} of 8x8 images, the classifier beside them (where eval looks by
+// default), and the checkpoint of an untrained class-conditional DiT of DIR/data/train.
+struct TinyImageRun {
+  test::TempDir dir;
+  std::string train = dir / "data/train", test_images = dir / "data/test", classifier = dir / "data/classifier.pt";
+  std::string checkpoint = dir / "dit.pt";
+  TinyImageRun() {
+    const auto [x, y] = halves(96, 1);
+    const auto [tx, ty] = halves(64, 2);
+    write_shards(train, 2, x, y);
+    write_shards(test_images, 1, tx, ty);
+    ClassifierOptions co;
+    co.train = train, co.test = test_images, co.epochs = 1, co.batch_size = 16;
+    save_classifier(classifier, train_classifier(co));
+    const Config config = parse_config(
+        "", "test",
+        {"data.path=" + train, "model.type=dit", "model.patch=4", "model.depth=1", "model.head_dim=8",
+         "model.num_heads=1", "model.num_classes=2", "schedule.N=20", "sample.steps=3", "sample.cfg_scale=1.5"});
+    Checkpoint c;
+    c.config_yaml = to_yaml(config);
+    c.sample_shape = {1, 8, 8};
+    c.step = 123;
+    auto model = make_model(config.model, c.sample_shape);
+    c.model = c.ema = state_dict(*model);
+    save_checkpoint(checkpoint, c);
+  }
+  EvalOptions options() const {
+    EvalOptions o;
+    o.checkpoint = checkpoint;
+    o.n = 24;
+    return o;
+  }
+};
+
+TEST(EvalCommand, MeasuresACheckpointWithTheClassifierAndTestImagesBesideItsData) {
+  const TinyImageRun run;
+  const auto r = run_eval(run.options(), single_rank());
+  EXPECT_EQ(r.classifier, run.classifier);
+  EXPECT_EQ(r.test, run.test_images);
+  EXPECT_EQ(r.checkpoint_step, 123);
+  EXPECT_EQ(r.n, 24);
+  EXPECT_EQ(r.steps, 3);
+  ASSERT_TRUE(r.cfg_scale);
+  EXPECT_EQ(*r.cfg_scale, 1.5);
+  ASSERT_TRUE(r.figures.class_accuracy && r.figures.class_accuracy_untrained);
+  EXPECT_EQ(r.classifier_test_accuracy, load_classifier(run.classifier).test_accuracy);
+  // Real training images against real test images are close; noise from an untrained
+  // model is far from both (the checkpoint here is untrained too).
+  EXPECT_GT(r.figures.fid_floor, 0.0);
+  EXPECT_GT(r.figures.fid_untrained, 5 * r.figures.fid_floor);
+  EXPECT_GT(r.figures.fid, 5 * r.figures.fid_floor);
+  // The same seed gives the same figures; another seed other samples.
+  const auto again = run_eval(run.options(), single_rank());
+  EXPECT_EQ(again.figures.fid, r.figures.fid);
+  auto other = run.options();
+  other.seed = 1;
+  EXPECT_NE(run_eval(other, single_rank()).figures.fid, r.figures.fid);
+}
+
+TEST(EvalCommand, RefusalsNameTheFileAndSayHowToMakeAClassifier) {
+  const TinyImageRun run;
+  auto o = run.options();
+  o.n = 65;
+  EXPECT_MENTIONS(test::error_of([&] { run_eval(o, single_rank()); }),
+                  "--n 65 is more than the 64 images in " + run.test_images + " (the default --test)");
+  o = run.options();
+  o.classifier = run.dir / "elsewhere.pt";
+  EXPECT_MENTIONS(test::error_of([&] { run_eval(o, single_rank()); }),
+                  "no classifier at " + o.classifier + "; make one with: difftrain classifier --data " + run.train +
+                      " --test " + run.test_images + " --out " + o.classifier);
+  // A classifier of 12x12 images cannot measure 8x8 samples.
+  write_shards(run.dir / "wide", 1, torch::zeros({8, 1, 12, 12}), torch::arange(8, torch::kInt64) % 2);
+  ClassifierOptions co;
+  co.train = co.test = run.dir / "wide", co.epochs = 1;
+  save_classifier(o.classifier, train_classifier(co));
+  EXPECT_MENTIONS(test::error_of([&] { run_eval(o, single_rank()); }),
+                  "classifier " + o.classifier +
+                      " was trained on images of shape [1, 12, 12], but the checkpoint's samples have shape [1, 8, 8]");
+  std::filesystem::remove(run.classifier);
+  EXPECT_MENTIONS(test::error_of([&] { run_eval(run.options(), single_rank()); }),
+                  "(default beside the training data " + run.train + ") no classifier at " + run.classifier);
 }
 
 TEST(EvalCommand, JsonHoldsTheFiguresAndSettings) {
