@@ -242,6 +242,8 @@ int cmd_eval(const EvalOptions& options) {
     const auto result = run_eval(options, *comm);
     if (comm->rank() == 0) fmt::print("{}\n", to_json(result).dump());
     return 0;
+  } catch (const AgreedError& e) {
+    if (comm->rank() == 0) report(e.what());
   } catch (const PeerError&) {
   } catch (const RankError& e) {
     report(e.what());

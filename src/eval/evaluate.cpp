@@ -36,13 +36,15 @@ void on_all_ranks(Communicator& comm, F&& step) {
   } catch (const std::exception& e) {
     error = one_line(e);
   }
+  // The maximum of world - rank over the failing ranks names the lowest of them; 0: none failed.
   auto failed = torch::tensor({error.empty() ? int64_t{0} : int64_t{comm.size() - comm.rank()}}).to(comm.device());
   comm.allreduce_max(failed);
-  const int64_t lowest = failed.cpu().item<int64_t>();
-  if (lowest == 0) return;
-  if (comm.size() - lowest == comm.rank())
+  const int64_t marker = failed.cpu().item<int64_t>();
+  if (marker == 0) return;
+  const int64_t lowest_failing = comm.size() - marker;
+  if (lowest_failing == comm.rank())
     throw RankError(comm.rank() == 0 ? error : fmt::format("rank {}: {}", comm.rank(), error));
-  throw PeerError(fmt::format("rank {} failed", comm.size() - lowest));
+  throw PeerError(fmt::format("rank {} failed", lowest_failing));
 }
 
 struct SetSummary {
@@ -76,7 +78,12 @@ SetSummary summarize(const char* name, const ImageSource& source, const torch::T
   moments.allreduce(comm);
   matched = matched.to(comm.device());
   comm.allreduce_sum(matched);
-  SetSummary out{moments.gaussian(), std::nullopt};
+  SetSummary out{Gaussian{}, std::nullopt};
+  try {
+    out.gaussian = moments.gaussian();
+  } catch (const Error& e) {
+    throw AgreedError(fmt::format("eval: the {} set: {}", name, e.what()));
+  }
   if (labels.defined()) out.class_accuracy = static_cast<double>(matched.cpu().item<int64_t>()) / static_cast<double>(n);
   return out;
 }
@@ -100,9 +107,13 @@ QualityFigures measure_quality(const QualitySets& sets, const EmbedFn& embed, in
   const auto generated = stats("generated", sets.generated, sets.labels);
   const auto untrained = stats("untrained", sets.untrained, sets.labels);
   QualityFigures f;
-  f.fid = frechet_distance(generated.gaussian, test.gaussian);
-  f.fid_floor = frechet_distance(train.gaussian, test.gaussian);
-  f.fid_untrained = frechet_distance(untrained.gaussian, test.gaussian);
+  try {  // from the same reduced values on every rank: any failure here is every rank's
+    f.fid = frechet_distance(generated.gaussian, test.gaussian);
+    f.fid_floor = frechet_distance(train.gaussian, test.gaussian);
+    f.fid_untrained = frechet_distance(untrained.gaussian, test.gaussian);
+  } catch (const Error& e) {
+    throw AgreedError(fmt::format("eval: {}", e.what()));
+  }
   f.class_accuracy = generated.class_accuracy;
   f.class_accuracy_untrained = untrained.class_accuracy;
   return f;

@@ -48,7 +48,8 @@ struct QualityFigures {
 
 // Every rank calls this with the same sets, embedding and n. A failure on any rank (a
 // source or the embedding throwing) ends it on every rank: the lowest failing rank throws
-// RankError with its message, the others PeerError; none is left in a collective.
+// RankError with its message, the others PeerError; none is left in a collective. A
+// failure in the combined statistics is every rank's AgreedError.
 QualityFigures measure_quality(const QualitySets& sets, const EmbedFn& embed, int64_t feature_dim, Communicator& comm,
                                int64_t batch = 250);
 
