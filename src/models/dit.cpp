@@ -109,7 +109,7 @@ torch::Tensor DiTImpl::forward(const torch::Tensor& x, const torch::Tensor& sigm
     fail("dit: expected input of shape [B, {}, {}, {}], got {}", s.channels, s.side, s.side, x.sizes());
   const int64_t batch = x.size(0), n = s.side / s.patch;
   check_labels("dit", s.num_classes, batch, labels);
-  auto tokens = x_embed->forward(x) + pos_embed;  // [B, N, D]
+  auto tokens = x_embed->forward(s.scaled_input ? scale_input(x, sigma) : x) + pos_embed;  // [B, N, D]
   auto cond = sig_embed->forward(batch, sigma);    // [B, D]
   if (cond_embed) cond = cond + cond_embed->forward(labels);
   tokens = final_linear->forward(final_norm->forward(blocks->forward(tokens, cond), cond));  // [B, N, p*p*C]
@@ -127,6 +127,7 @@ void resolve_dit_config(ModelConfig& m) {
   if (!m.head_dim) m.head_dim = 32;
   if (!m.num_heads) m.num_heads = 6;
   if (!m.mlp_ratio) m.mlp_ratio = 4.0;
+  if (!m.scaled_input) m.scaled_input = false;  // the reference's DiT sees raw x
   const std::initializer_list<std::pair<const char*, int64_t>> counts{
       {"patch", *m.patch}, {"depth", *m.depth}, {"head_dim", *m.head_dim}, {"num_heads", *m.num_heads}};
   for (const auto& [key, value] : counts)
@@ -196,7 +197,8 @@ double dit_activation_count(const ModelConfig& m, const std::vector<int64_t>& sh
 }
 
 DiT make_dit(const ModelConfig& m, const std::vector<int64_t>& shape) {
-  return DiT(DiTShape{shape[0], shape[1], *m.patch, *m.depth, *m.head_dim, *m.num_heads, *m.mlp_ratio, m.num_classes});
+  return DiT(DiTShape{shape[0], shape[1], *m.patch, *m.depth, *m.head_dim,
+                      *m.num_heads, *m.mlp_ratio, m.num_classes, *m.scaled_input});
 }
 
 }  // namespace difftrain

@@ -65,6 +65,10 @@ torch::Tensor CondSequentialImpl::forward(torch::Tensor x, const torch::Tensor& 
   return x;
 }
 
+torch::Tensor scale_input(const torch::Tensor& x, const torch::Tensor& sigma) {
+  return x * (1 + (sigma.dim() == 0 ? sigma : sigma.reshape({-1, 1, 1, 1})).square()).rsqrt();
+}
+
 void check_labels(const char* model, int64_t num_classes, int64_t batch, const torch::Tensor& labels) {
   if (num_classes == 0) {
     if (labels.defined()) fail("{}: the model is unconditional (model.num_classes 0); it takes no labels", model);

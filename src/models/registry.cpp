@@ -44,7 +44,7 @@ const std::vector<ModelType>& types() {
        [](const ModelConfig& c, const std::vector<int64_t>& shape) -> std::shared_ptr<Denoiser> {
          return TimeInputMLP(shape[0], *c.hidden_dims).ptr();
        }},
-      {"dit", {"patch", "depth", "head_dim", "num_heads", "mlp_ratio"}, resolve_dit_config, check_dit_shape,
+      {"dit", {"patch", "depth", "head_dim", "num_heads", "mlp_ratio", "scaled_input"}, resolve_dit_config, check_dit_shape,
        dit_parameter_count, dit_activation_count,
        [](const ModelConfig& c, const std::vector<int64_t>& shape) -> std::shared_ptr<Denoiser> {
          return make_dit(c, shape).ptr();

@@ -145,9 +145,7 @@ torch::Tensor UNetImpl::forward(const torch::Tensor& x, const torch::Tensor& sig
   auto emb = sig_embed->forward(batch, sigma);
   if (cond_embed) emb = emb + cond_embed->forward(labels);
 
-  // The reference's Scaled wrapper: the network sees inputs of about unit variance at every sigma.
-  const auto input = s.scaled_input ? x * (1 + (sigma.dim() == 0 ? sigma : sigma.reshape({-1, 1, 1, 1})).square()).rsqrt()
-                                    : x;
+  const auto input = s.scaled_input ? scale_input(x, sigma) : x;
   std::vector<torch::Tensor> skips{conv_in->forward(input)};
   for (auto& level : downs) {
     for (auto& block : level->blocks) skips.push_back(block->forward(skips.back(), emb));

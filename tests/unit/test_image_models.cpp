@@ -364,21 +364,26 @@ TEST(ImageModels, FusedAttentionEqualsTheWrittenOutOne) {
 #endif
 }
 
-// ---- the U-Net's scaled input -----------------------------------------------------------
+// ---- scaled input (the reference's Scaled wrapper) -----------------------------------------
 
-TEST(ImageModels, UNetScaledInputSeesXOverSqrtOnePlusSigmaSquared) {
-  auto scaled = small_unet(0), plain = small_unet(0);
-  plain.scaled_input = false;
-  auto a = make_model(scaled, {1, 8, 8}), b = make_model(plain, {1, 8, 8});
-  perturb(*a, 7);
-  perturb(*b, 7);
-  a->eval(), b->eval();
-  torch::NoGradGuard no_grad;
-  const auto x = torch::randn({2, 1, 8, 8});
-  const auto sigma = torch::tensor({0.5, 4.0});
-  const auto expected = b->forward(x / (1 + sigma * sigma).sqrt().reshape({2, 1, 1, 1}), sigma);
-  EXPECT_TRUE(torch::allclose(a->forward(x, sigma), expected, 1e-5, 1e-5));
-  EXPECT_FALSE(torch::allclose(b->forward(x, sigma), expected, 1e-3, 1e-3));
+TEST(ImageModels, ScaledInputSeesXOverSqrtOnePlusSigmaSquared) {
+  auto dit_scaled = small_dit(0), dit_plain = small_dit(0);
+  dit_scaled.scaled_input = true;
+  auto unet_scaled = small_unet(0), unet_plain = small_unet(0);
+  unet_plain.scaled_input = false;
+  const std::vector<std::pair<ModelConfig, ModelConfig>> pairs{{dit_scaled, dit_plain}, {unet_scaled, unet_plain}};
+  for (const auto& [scaled, plain] : pairs) {
+    auto a = make_model(scaled, {1, 8, 8}), b = make_model(plain, {1, 8, 8});
+    perturb(*a, 7);  // the same weights: the wrapper has none of its own
+    perturb(*b, 7);
+    a->eval(), b->eval();
+    torch::NoGradGuard no_grad;
+    const auto x = torch::randn({2, 1, 8, 8});
+    const auto sigma = torch::tensor({0.5, 4.0});
+    const auto expected = b->forward(x / (1 + sigma * sigma).sqrt().reshape({2, 1, 1, 1}), sigma);
+    EXPECT_TRUE(torch::allclose(a->forward(x, sigma), expected, 1e-5, 1e-5)) << scaled.type;
+    EXPECT_FALSE(torch::allclose(b->forward(x, sigma), expected, 1e-3, 1e-3)) << plain.type;
+  }
 }
 
 // ---- training -----------------------------------------------------------------------------
@@ -424,6 +429,7 @@ TEST(ImageModels, DefaultsAreTheReferenceFashionMnistRecipes) {
   EXPECT_EQ(*dit.head_dim, 32);
   EXPECT_EQ(*dit.num_heads, 6);
   EXPECT_EQ(*dit.mlp_ratio, 4.0);
+  EXPECT_FALSE(*dit.scaled_input);  // the reference's DiT sees raw x
   auto unet = type_only("unet");
   resolve_model_config(unet);
   EXPECT_EQ(*unet.ch, 64);
@@ -465,7 +471,7 @@ TEST(ImageModels, ConfigErrorsNameTheKey) {
        source + ": model.attn_res holds 5, but on images of side 8 the U-Net works at resolutions 8, 4"},
       {type_only("unet"), {1, 28, 28}, ""},  // the recipe itself builds
       {with(type_only("dit"), [](ModelConfig& c) { c.head_dim = 1000000, c.num_heads = 1000000; }), {1, 28, 28},
-       "model.head_dim 1000000, model.num_heads 1000000, model.mlp_ratio 4 makes a model of"},
+       "model.head_dim 1000000, model.num_heads 1000000, model.mlp_ratio 4, model.scaled_input false makes a model of"},
       {with(type_only("unet"), [](ModelConfig& c) { c.ch = 3200000; }), {1, 28, 28},
        "config: model.type 'unet', model.ch 3200000, model.ch_mult [1, 1, 2]"},
       {with(type_only("unet"), [](ModelConfig& c) { c.ch_mult = std::vector<int64_t>{1, 1, 2, 2}; }), {1, 28, 28},

@@ -1,6 +1,7 @@
 // `difftrain sample` as a library call: options out of range name the option, too large an
 // --n is refused before anything is allocated, the samples are finite at every step count
-// of a small schedule, and non-finite samples are never written.
+// of a small schedule and for guidance scales 0 to 7 on conditional image models, and
+// non-finite samples are never written.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -67,6 +68,57 @@ TEST(SampleCommand, FiniteAtEveryStepCountAndMu) {
     }
   }
   EXPECT_EQ(runs, 3 * 2 * kN);
+}
+
+// A class-conditional image model over 8x8 grey images (3 classes), its EMA weights all
+// moved by noise: the adaLN-Zero DiT starts out predicting exactly zero, and guidance
+// would have nothing to amplify.
+std::string write_conditional_checkpoint(const test::TempDir& dir, const std::vector<std::string>& model_keys) {
+  std::vector<std::string> all{"model.num_classes=3", fmt::format("schedule.N={}", kN), "sample.steps=5",
+                               "sample.class=all"};
+  all.insert(all.end(), model_keys.begin(), model_keys.end());
+  const Config config = parse_config("", "test", all);
+  Checkpoint c;
+  c.config_yaml = to_yaml(config);
+  c.sample_shape = {1, 8, 8};
+  auto model = make_model(config.model, c.sample_shape);
+  c.model = state_dict(*model);
+  torch::manual_seed(5);
+  for (const auto& item : c.model) c.ema.insert(item.key(), item.value() + 0.2 * torch::randn_like(item.value()));
+  const std::string path = dir / "conditional.pt";
+  save_checkpoint(path, c);
+  return path;
+}
+
+TEST(SampleCommand, GuidedSamplesAreFiniteForScalesZeroToSeven) {
+  const std::vector<std::vector<std::string>> models{
+      {"model.type=dit", "model.patch=2", "model.depth=2", "model.head_dim=8", "model.num_heads=2"},
+      {"model.type=unet", "model.ch=32", "model.ch_mult=[1]", "model.attn_res=[8]", "model.num_res_blocks=1"}};
+  for (const auto& keys : models) {
+    test::TempDir dir;
+    const auto checkpoint = write_conditional_checkpoint(dir, keys);
+    torch::Tensor unguided;
+    int64_t runs = 0;
+    for (int scale = 0; scale <= 7; ++scale) {
+      for (int64_t steps : {int64_t{1}, kN - 1, kN}) {
+        for (double gam : {1.0, 2.0}) {
+          auto o = options_for(checkpoint, dir / "s.h5");
+          o.n = 4, o.cfg_scale = scale, o.steps = steps, o.gam = gam;
+          const auto samples = run_sample(o);
+          ASSERT_EQ(samples.sizes(), torch::IntArrayRef({4, 1, 8, 8})) << keys[0];
+          EXPECT_TRUE(torch::isfinite(samples).all().item<bool>())
+              << keys[0] << " scale=" << scale << " steps=" << steps << " gam=" << gam;
+          if (scale == 0 && steps == kN && gam == 1.0) unguided = samples;
+          // The scale reaches the sampler: the same noise gives other samples under guidance.
+          if (scale == 7 && steps == kN && gam == 1.0) {
+            EXPECT_FALSE(torch::equal(samples, unguided)) << keys[0];
+          }
+          ++runs;
+        }
+      }
+    }
+    EXPECT_EQ(runs, 8 * 3 * 2) << keys[0];
+  }
 }
 
 TEST(SampleCommand, NonFiniteSamplesAreCountedAndNotWritten) {

@@ -74,6 +74,7 @@ struct DiTShape {
   int64_t channels, side, patch, depth, head_dim, num_heads;
   double mlp_ratio;
   int64_t num_classes = 0;
+  bool scaled_input = false;
 };
 
 class DiTImpl : public Denoiser {

@@ -75,4 +75,9 @@ TORCH_MODULE(CondSequential);
 // for a conditional model, none for an unconditional one; `model` names it in the error.
 void check_labels(const char* model, int64_t num_classes, int64_t batch, const torch::Tensor& labels);
 
+// The reference's Scaled wrapper (`model.scaled_input`): images [B, C, H, W] times
+// 1/sqrt(1 + sigma^2), so the network sees inputs of about unit variance at every sigma.
+// sigma is a scalar or one value per example.
+torch::Tensor scale_input(const torch::Tensor& x, const torch::Tensor& sigma);
+
 }  // namespace difftrain

@@ -22,7 +22,7 @@ struct ModelConfig {
   std::optional<int64_t> ch, num_res_blocks;             // unet
   std::optional<std::vector<int64_t>> ch_mult, attn_res;  // unet
   std::optional<double> dropout;                          // unet
-  std::optional<bool> scaled_input;                       // unet: input times 1/sqrt(1 + sigma^2)
+  std::optional<bool> scaled_input;                       // unet, dit: input times 1/sqrt(1 + sigma^2)
 };
 
 // Every key of the section in schema order, as (name, member): the config reader and
