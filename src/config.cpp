@@ -154,6 +154,8 @@ std::vector<Field> schema(Config& c) {
       field("train.max_bad_steps", c.train.max_bad_steps),
       field("train.cond_drop", c.train.cond_drop),
       field("train.sample_every", c.train.sample_every),
+      field("train.precision", c.train.precision),
+      field("train.tf32", c.train.tf32),
       field("dist.backend", c.dist.backend),
       field("dist.bucket_mb", c.dist.bucket_mb),
       field("dist.check_every", c.dist.check_every),
@@ -323,6 +325,8 @@ void resolve(Config& c) {
   require(t.cond_drop >= 0 && t.cond_drop <= 1, "train.cond_drop",
           fmt::format("must be in [0, 1], got {}", t.cond_drop));
   require(t.sample_every >= 0, "train.sample_every", fmt::format("must be >= 0 (0 = off), got {}", t.sample_every));
+  require(t.precision == "fp32" || t.precision == "bf16", "train.precision",
+          fmt::format("expected fp32 or bf16, got '{}'", abbreviate(t.precision)));
 
   const auto& b = c.dist.backend;
   require(b == "auto" || b == "mpi" || b == "nccl", "dist.backend",

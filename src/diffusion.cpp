@@ -26,7 +26,9 @@ torch::Tensor alpha(const torch::Tensor& sigma) { return 1 / (1 + sigma * sigma)
 
 torch::Tensor training_loss_per_example(Denoiser& model, Parameterization p, const TrainSample& s) {
   const auto xt = s.x0 + s.sigma * s.eps;
-  const auto out = model.forward(xt, s.sigma, s.labels);
+  auto out = model.forward(xt, s.sigma, s.labels);
+  // The loss in float32 when the forward pass ran in bf16 (under autocast).
+  if (out.scalar_type() == torch::kBFloat16 || out.scalar_type() == torch::kHalf) out = out.to(torch::kFloat32);
   torch::Tensor target;
   switch (p) {
     case Parameterization::eps: target = s.eps; break;

@@ -17,7 +17,7 @@
 #include "difftrain/data/fashion_mnist.h"
 #include "difftrain/data/image_folder.h"
 #include "difftrain/data/prepare.h"
-#include "difftrain/dist/communicator.h"
+#include "difftrain/comm/communicator.h"
 #include "difftrain/error.h"
 #include "difftrain/eval/classifier.h"
 #include "difftrain/eval/evaluate.h"

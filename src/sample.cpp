@@ -177,12 +177,17 @@ torch::Tensor generate(Denoiser& model, const Schedule& schedule, Parameterizati
   shape.insert(shape.end(), sample_shape.begin(), sample_shape.end());
   const bool was_training = model.is_training();
   model.eval();  // no dropout while sampling
+  // Noise is drawn on the CPU from `gen` and sampling runs where the model's weights are.
+  const auto params_of_model = model.parameters();
+  const torch::Device device = params_of_model.empty() ? torch::Device(torch::kCPU) : params_of_model.front().device();
+  const auto labels_here = labels.defined() ? labels.to(device) : labels;
   EpsFn eps_hat = [&](const torch::Tensor& x, const torch::Tensor& sigma) {
-    return guided_eps(model, parameterization, x, sigma, labels, params.cfg_scale);
+    return guided_eps(model, parameterization, x, sigma, labels_here, params.cfg_scale);
   };
   torch::Tensor samples;
   try {
-    samples = sample(eps_hat, schedule.sample_sigmas(params.steps), params.sampler, shape, gen);
+    samples = sample(eps_hat, schedule.sample_sigmas(params.steps), params.sampler, shape, gen,
+                     torch::TensorOptions(torch::kFloat32).device(device));
   } catch (...) {
     model.train(was_training);
     throw;

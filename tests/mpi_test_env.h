@@ -6,7 +6,7 @@
 
 #include <torch/torch.h>
 
-#include "difftrain/dist/communicator.h"
+#include "difftrain/comm/communicator.h"
 #include "test_util.h"
 
 namespace difftrain::test {

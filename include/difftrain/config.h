@@ -43,6 +43,8 @@ struct TrainConfig {
   int64_t max_bad_steps = 20;    // consecutive non-finite steps skipped before the run stops
   double cond_drop = 0.1;        // share of labels replaced by "no label" (conditional models)
   int64_t sample_every = 0;      // steps between sample grids in RUN/samples/ (images); 0 = off
+  std::string precision = "fp32";  // fp32 | bf16 (autocast for the forward pass)
+  bool tf32 = true;                // TF32 matmuls and convolutions on GPUs
 };
 
 struct DistConfig {

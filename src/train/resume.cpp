@@ -61,11 +61,13 @@ bool may_change_on_resume(const std::string& key) {
   // How long and how often; the learning rate's peak and warm-up (a common cure for a run
   // that diverges); gradient clipping (a guard rail, inactive while gradients are sane);
   // the global batch and its split into micro-batches (the data position is counted in
-  // examples, so it carries over; accumulation is exact); how ranks talk; how to sample.
+  // examples, so it carries over; accumulation is exact); the arithmetic's precision
+  // (weights, gradients and optimizer state stay fp32 either way); how ranks talk; how to
+  // sample.
   static const std::vector<std::string> free = {
       "run_dir",          "train.steps",           "train.lr",       "train.warmup_steps", "train.grad_clip",
       "train.batch_size", "train.grad_accum",      "train.log_every", "train.checkpoint_every",
-      "train.keep_checkpoints", "train.max_bad_steps", "train.sample_every"};
+      "train.keep_checkpoints", "train.max_bad_steps", "train.sample_every", "train.precision", "train.tf32"};
   if (key.rfind("dist.", 0) == 0 || key.rfind("sample.", 0) == 0) return true;
   return std::find(free.begin(), free.end(), key) != free.end();
 }

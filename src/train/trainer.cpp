@@ -6,8 +6,6 @@
 #include <filesystem>
 #include <utility>
 
-#include <nlohmann/json.hpp>
-
 #include "difftrain/atomic_file.h"
 #include "difftrain/error.h"
 #include "difftrain/models/registry.h"
@@ -54,6 +52,7 @@ Trainer::Trainer(Config config, Communicator& comm, TrainOptions options)
       options_(std::move(options)),
       schedule_(make_schedule(config_.schedule)),
       parameterization_(parse_parameterization(config_.model.parameterization)),
+      precision_(parse_precision(config_.train.precision)),
       loss_by_sigma_(schedule_.sigmas().min().item<double>(), schedule_.sigmas().max().item<double>() * (1 + 1e-9)) {
   const auto& t = config_.train;
   const int64_t parts = comm_.size() * t.grad_accum;
@@ -88,6 +87,7 @@ Trainer::Trainer(Config config, Communicator& comm, TrainOptions options)
   const std::string shape_source = fmt::format("{} (dataset '{}')", dataset_->shards().front().path, config_.data.dataset);
   model_ = make_model(config_.model, sample_shape_, shape_source);
   model_->to(comm_.device());
+  if (comm_.device().is_cuda()) set_tf32(t.tf32);
   auto shadow = make_model(config_.model, sample_shape_, shape_source);
   shadow->to(comm_.device());
   ema_ = std::make_unique<Ema>(shadow, *model_, t.ema_decay);
@@ -107,65 +107,30 @@ std::vector<int64_t> Trainer::fingerprint() const {
   return {dataset_size_, values, params};
 }
 
-void Trainer::resume() {
-  auto point = find_resume_point(config_.run_dir, options_.resume, options_.fresh);
-  if (!point) return;
-  const Checkpoint& c = point->checkpoint;
-  const auto changed = check_resume_config(*point, config_, sample_shape_);
-  if (c.step > config_.train.steps)
-    fail("{}: is at step {}, beyond train.steps={}; raise train.steps to train longer, or use --fresh", point->path,
-         c.step, config_.train.steps);
-  load_state_dict(*model_, c.model, point->path + " (model)");
-  load_state_dict(ema_->model(), c.ema, point->path + " (ema)");
+void Trainer::load_state(const ResumePoint& point) {
+  const Checkpoint& c = point.checkpoint;
+  load_state_dict(*model_, c.model, point.path + " (model)");
+  load_state_dict(ema_->model(), c.ema, point.path + " (ema)");
   load_optimizer_state(*optimizer_, c.optimizer);
-  if (!changed.empty()) {
-    std::vector<std::string> lines;
-    for (const auto& ch : changed) lines.push_back(fmt::format("{} {} -> {}", ch.key, ch.before, ch.after));
-    fmt::print(stderr, "difftrain: note: resuming {} at step {} with changed settings: {}\n", point->path, c.step,
-               fmt::join(lines, ", "));
-  }
-  if (c.world_size != comm_.size())
-    fmt::print(stderr,
-               "difftrain: note: {} was written by {} rank(s), resuming on {}: training continues, but not bit for "
-               "bit as an uninterrupted run would\n",
-               point->path, c.world_size, comm_.size());
-  // Retention may prune the step files this run's lineage wrote here, and only those.
-  std::error_code ec;
-  const auto here = fs::weakly_canonical(fs::path(config_.run_dir) / "checkpoints", ec);
-  if (fs::weakly_canonical(point->path, ec).parent_path() == here) retained_ = c.retained_steps;
-  resume_changes_ = changed;
-  resumed_ = std::move(point);
-}
-
-void Trainer::record_resume() {
-  nlohmann::ordered_json changed = nlohmann::ordered_json::object();
-  for (const auto& c : resume_changes_) changed[c.key] = {{"from", c.before}, {"to", c.after}};
-  metrics_->write(nlohmann::ordered_json{{"step", resumed_->checkpoint.step},
-                                         {"event", "resume"},
-                                         {"checkpoint", resumed_->path},
-                                         {"changed", changed}});
 }
 
 void Trainer::synchronize() {
   std::string failure;
   if (comm_.rank() == 0) {
     try {
-      // Locked before anything in the run directory is read: another run may be writing it.
-      lock_ = std::make_unique<RunDirLock>(config_.run_dir);
-      resume();
-      prepare_run_dir();
-      metrics_ = std::make_unique<MetricsLog>(config_.run_dir);
-      if (resumed_) record_resume();
+      run_dir_ = std::make_unique<RunDirectory>(config_, options_, sample_shape_, comm_.size());
+      if (const auto* point = run_dir_->resume_point()) load_state(*point);
+      run_dir_->prepare();
     } catch (const std::exception& e) {
       failure = one_line(e);
-      if (lock_) lock_->release_and_remove_if_new(), lock_.reset();
+      if (run_dir_) run_dir_->abandon(), run_dir_.reset();
     }
   }
   // [rank 0 failed, start step, skipped steps, data position]
   auto header = torch::zeros({4}, torch::kInt64);
   header[0] = failure.empty() ? 0 : 1;
-  if (resumed_) {
-    const Checkpoint& c = resumed_->checkpoint;
+  if (const auto* point = run_dir_ ? run_dir_->resume_point() : nullptr) {
+    const Checkpoint& c = point->checkpoint;
     header[1] = c.step, header[2] = c.skipped_steps, header[3] = c.data_position;
   }
   comm_.broadcast(header, 0);
@@ -176,7 +141,7 @@ void Trainer::synchronize() {
   start_step_ = header[1].item<int64_t>();
   skipped_ = header[2].item<int64_t>();
   start_position_ = header[3].item<int64_t>();
-  resumed_.reset();
+  if (run_dir_) run_dir_->forget_resume_point();  // its weights are loaded: free them
   {
     torch::NoGradGuard no_grad;
     for (auto* module : {static_cast<Denoiser*>(model_.get()), &ema_->model()}) {
@@ -203,25 +168,6 @@ void Trainer::throw_shared_failure(std::exception_ptr failure, int64_t step) con
   }
 }
 
-void Trainer::prepare_run_dir() {
-  const fs::path run(config_.run_dir), checkpoints = run / "checkpoints";
-  fs::create_directories(checkpoints);
-  for (const auto& entry : fs::directory_iterator(checkpoints)) {
-    const std::string name = entry.path().filename().string();
-    const bool stale_temp = name.rfind('.', 0) == 0 && name.find(".tmp.") != std::string::npos;
-    if (stale_temp || (options_.fresh && entry.path().extension() == ".pt")) fs::remove(entry.path());
-  }
-  const fs::path metrics = run / "metrics.jsonl";
-  if (options_.fresh || !resumed_) {
-    fs::remove(metrics);
-  } else if (fs::exists(metrics)) {
-    // Resuming from an older checkpoint: the records after it describe steps that will be
-    // trained again, so they go.
-    keep_metrics_through(metrics.string(), resumed_->checkpoint.step);
-  }
-  write_file_atomically((run / "config.yaml").string(), to_yaml(config_));
-}
-
 void Trainer::save(int64_t step) {
   if (comm_.rank() != 0) return;
   Checkpoint c;
@@ -235,19 +181,7 @@ void Trainer::save(int64_t step) {
   c.data_position = loader_ ? loader_->position() : start_position_;
   c.seed = config_.seed;
   c.skipped_steps = skipped_;
-  // Retention: the oldest of this run's own step files beyond keep_checkpoints go, but
-  // only once the new one is on disk and reads back whole.
-  std::vector<int64_t> retained = retained_, pruned;
-  if (std::find(retained.begin(), retained.end(), step) == retained.end()) retained.push_back(step);
-  std::sort(retained.begin(), retained.end());
-  const auto keep = static_cast<std::size_t>(config_.train.keep_checkpoints);
-  while (keep > 0 && retained.size() > keep) pruned.push_back(retained.front()), retained.erase(retained.begin());
-  c.retained_steps = retained;
-  const std::string step_file = checkpoint_path(config_.run_dir, step);
-  save_checkpoint({step_file, latest_checkpoint_path(config_.run_dir)}, c);
-  load_checkpoint(step_file);
-  retained_ = retained;
-  for (int64_t old : pruned) fs::remove(checkpoint_path(config_.run_dir, old));
+  run_dir_->save(std::move(c));
 }
 
 Trainer::StepStats Trainer::step(const std::vector<Batch>& micro_batches, int64_t step_index,
@@ -274,7 +208,13 @@ Trainer::StepStats Trainer::step(const std::vector<Batch>& micro_batches, int64_
           sample.labels = drop_labels(micro_batches[m].y.to(comm_.device()), config_.train.cond_drop,
                                       model_->num_classes(), drop_gen);
         }
-        const auto per_example = training_loss_per_example(*model_, parameterization_, sample);
+        torch::Tensor per_example;
+        {
+          // The forward pass in bf16 when asked; backward runs outside, as torch.autocast
+          // intends, and leaves fp32 gradients on the fp32 weights.
+          AutocastScope autocast(precision_, comm_.device());
+          per_example = training_loss_per_example(*model_, parameterization_, sample);
+        }
         const auto loss = per_example.mean() / static_cast<double>(accum);
         loss.backward();
         loss_sum += loss.item<double>();
@@ -441,7 +381,7 @@ TrainResult Trainer::run() {
         *v /= in_window;
       if (leader) {
         try {
-          metrics_->write(record);
+          run_dir_->metrics().write(record);
         } catch (...) {
           if (!pending) pending = std::current_exception();
         }

@@ -16,8 +16,8 @@
 #include <fmt/format.h>
 
 #include "difftrain/config.h"
-#include "difftrain/dist/communicator.h"
-#include "difftrain/dist/grad_buckets.h"
+#include "difftrain/comm/communicator.h"
+#include "difftrain/comm/grad_buckets.h"
 #include "difftrain/models/registry.h"
 
 using namespace difftrain;

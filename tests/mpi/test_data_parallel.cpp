@@ -12,7 +12,7 @@
 #include "difftrain/data/prepare.h"
 #include "difftrain/data/swissroll.h"
 #include "difftrain/diffusion.h"
-#include "difftrain/dist/grad_buckets.h"
+#include "difftrain/comm/grad_buckets.h"
 #include "difftrain/error.h"
 #include "difftrain/models/registry.h"
 #include "difftrain/train/optimizer.h"

@@ -11,7 +11,7 @@
 #include "difftrain/config.h"
 #include "difftrain/data/prepare.h"
 #include "difftrain/diffusion.h"
-#include "difftrain/dist/communicator.h"
+#include "difftrain/comm/communicator.h"
 #include "difftrain/error.h"
 #include "difftrain/eval/evaluate.h"
 #include "difftrain/models/registry.h"

@@ -6,7 +6,7 @@
 #include "difftrain/data/prepare.h"
 #include "difftrain/data/swissroll.h"
 #include "difftrain/diffusion.h"
-#include "difftrain/dist/communicator.h"
+#include "difftrain/comm/communicator.h"
 #include "difftrain/models/registry.h"
 #include "difftrain/train/checkpoint.h"
 #include "difftrain/train/optimizer.h"

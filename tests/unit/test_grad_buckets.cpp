@@ -3,8 +3,8 @@
 #include <gtest/gtest.h>
 
 #include "difftrain/config.h"
-#include "difftrain/dist/communicator.h"
-#include "difftrain/dist/grad_buckets.h"
+#include "difftrain/comm/communicator.h"
+#include "difftrain/comm/grad_buckets.h"
 #include "difftrain/models/registry.h"
 
 namespace difftrain {

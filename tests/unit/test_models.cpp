@@ -12,7 +12,7 @@
 
 #include "difftrain/config.h"
 #include "difftrain/data/hdf5_file.h"
-#include "difftrain/dist/communicator.h"
+#include "difftrain/comm/communicator.h"
 #include "difftrain/models/registry.h"
 #include "difftrain/sample.h"
 #include "difftrain/train/checkpoint.h"

@@ -9,7 +9,7 @@
 #include "difftrain/config.h"
 #include "difftrain/data/prepare.h"
 #include "difftrain/data/swissroll.h"
-#include "difftrain/dist/communicator.h"
+#include "difftrain/comm/communicator.h"
 #include "difftrain/error.h"
 #include "difftrain/train/checkpoint.h"
 #include "difftrain/train/optimizer.h"

@@ -12,7 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
-#include "difftrain/dist/communicator.h"
+#include "difftrain/comm/communicator.h"
 #include "difftrain/eval/classifier.h"
 
 namespace difftrain {

@@ -6,7 +6,7 @@
 
 #include <torch/torch.h>
 
-#include "difftrain/dist/communicator.h"
+#include "difftrain/comm/communicator.h"
 #include "difftrain/eval/frechet.h"
 
 namespace difftrain {

@@ -9,7 +9,7 @@
 #include <torch/torch.h>
 
 #include "difftrain/config.h"
-#include "difftrain/dist/communicator.h"
+#include "difftrain/comm/communicator.h"
 
 namespace difftrain {
 

@@ -10,23 +10,18 @@
 #include "difftrain/config.h"
 #include "difftrain/data/batch_loader.h"
 #include "difftrain/diffusion.h"
-#include "difftrain/dist/communicator.h"
-#include "difftrain/dist/grad_buckets.h"
+#include "difftrain/comm/communicator.h"
+#include "difftrain/comm/grad_buckets.h"
 #include "difftrain/models/denoiser.h"
 #include "difftrain/schedule.h"
 #include "difftrain/train/checkpoint.h"
 #include "difftrain/train/ema.h"
 #include "difftrain/train/loss_by_sigma.h"
 #include "difftrain/train/metrics.h"
-#include "difftrain/train/resume.h"
-#include "difftrain/train/run_dir_lock.h"
+#include "difftrain/train/precision.h"
+#include "difftrain/train/run_directory.h"
 
 namespace difftrain {
-
-struct TrainOptions {
-  bool fresh = false;  // ignore (and remove) the run directory's checkpoints and metrics
-  std::string resume;  // resume from this checkpoint instead of RUN/checkpoints/latest.pt
-};
 
 struct TrainResult {
   int64_t start_step = 0;  // > 0 when resumed
@@ -87,6 +82,7 @@ class Trainer {
   TrainOptions options_;
   Schedule schedule_;
   Parameterization parameterization_;
+  Precision precision_;
   std::vector<int64_t> sample_shape_;
   int64_t dataset_size_ = 0;
   std::optional<ShardedDataset> dataset_;  // moved into the loader when run() starts
@@ -96,11 +92,7 @@ class Trainer {
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
   std::unique_ptr<GradBuckets> buckets_;
   std::unique_ptr<BatchLoader> loader_;
-  std::unique_ptr<RunDirLock> lock_;    // rank 0 only
-  std::optional<ResumePoint> resumed_;  // rank 0 only, until synchronize() is done
-  std::vector<ChangedSetting> resume_changes_;  // rank 0 only
-  std::vector<int64_t> retained_;       // this run's step files that retention may prune
-  std::unique_ptr<MetricsLog> metrics_;  // rank 0 only
+  std::unique_ptr<RunDirectory> run_dir_;  // rank 0 only
   int64_t per_rank_batch_ = 0;         // per micro-batch
   int64_t start_step_ = 0;
   int64_t start_position_ = 0;  // examples of its share each rank had consumed at start_step_
@@ -108,10 +100,8 @@ class Trainer {
   int64_t consecutive_bad_ = 0;
   LossBySigma loss_by_sigma_;  // the bins; run() sums a logging window in a copy
 
-  void resume();
-  // A metrics.jsonl record of where the run resumed and which settings changed.
-  void record_resume();
-  void prepare_run_dir();
+  // Model, EMA and optimizer state from the checkpoint to resume from.
+  void load_state(const ResumePoint& point);
   void save(int64_t step);
   // Rank 0: a grid of the EMA model's samples in RUN/samples/step-NNNNNNN.png.
   void write_sample_grid(int64_t step);

@@ -1,4 +1,4 @@
-#include "difftrain/dist/grad_buckets.h"
+#include "difftrain/comm/grad_buckets.h"
 
 #include "difftrain/error.h"
 

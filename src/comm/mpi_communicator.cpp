@@ -1,5 +1,6 @@
-#include "difftrain/dist/mpi_communicator.h"
+#include "difftrain/comm/mpi_communicator.h"
 
+#include <cstdio>
 #include <cstdlib>
 
 #include "difftrain/error.h"
@@ -20,6 +21,19 @@ void ensure_mpi_initialized() {
     MPI_Finalized(&finalized);
     if (!finalized) MPI_Finalize();
   });
+}
+
+void agree_over_mpi(const std::string& error) {
+  int rank = 0, size = 1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  int failing = error.empty() ? size : rank;
+  MPI_Allreduce(MPI_IN_PLACE, &failing, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+  if (failing == size) return;
+  char text[512] = {};
+  if (rank == failing) std::snprintf(text, sizeof text, "%s", error.c_str());
+  MPI_Bcast(text, sizeof text, MPI_CHAR, failing, MPI_COMM_WORLD);
+  fail("rank {}: {}", failing, text);
 }
 
 namespace {
@@ -57,6 +71,7 @@ MpiCommunicator::MpiCommunicator(double timeout_s) {
   MPI_Comm node;
   MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node);
   MPI_Comm_rank(node, &local_rank_);
+  MPI_Comm_size(node, &local_size_);
   MPI_Comm_free(&node);
   if (size_ > 1) watchdog_ = std::make_unique<CollectiveWatchdog>(rank_, timeout_s);
 }

@@ -7,7 +7,7 @@
 
 #include <torch/torch.h>
 
-#include "difftrain/dist/communicator.h"
+#include "difftrain/comm/communicator.h"
 
 namespace difftrain {
 

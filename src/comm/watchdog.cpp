@@ -1,4 +1,4 @@
-#include "difftrain/dist/watchdog.h"
+#include "difftrain/comm/watchdog.h"
 
 #include <cstdio>
 #include <cstdlib>

@@ -2,9 +2,10 @@
 #include <mpi.h>
 
 #include <memory>
+#include <string>
 
-#include "difftrain/dist/communicator.h"
-#include "difftrain/dist/watchdog.h"
+#include "difftrain/comm/communicator.h"
+#include "difftrain/comm/watchdog.h"
 
 namespace difftrain {
 
@@ -16,6 +17,7 @@ class MpiCommunicator : public Communicator {
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   int local_rank() const override { return local_rank_; }
+  int local_size() const { return local_size_; }  // ranks on this node
   std::string backend() const override { return "mpi"; }
   torch::Device device() const override { return torch::kCPU; }
   void allreduce_sum(torch::Tensor& t) override;
@@ -25,10 +27,15 @@ class MpiCommunicator : public Communicator {
   [[noreturn]] void abort(int code) override;
 
  private:
-  int rank_ = 0, size_ = 1, local_rank_ = 0;
+  int rank_ = 0, size_ = 1, local_rank_ = 0, local_size_ = 1;
   std::unique_ptr<CollectiveWatchdog> watchdog_;
   void allreduce(torch::Tensor& t, MPI_Op op);
 };
+
+// Before the first collective of a backend, over MPI_COMM_WORLD: every rank calls it with
+// its own error ("" when it has none); when some rank has one, every rank throws the
+// lowest failing rank's message, prefixed "rank R: ".
+void agree_over_mpi(const std::string& error);
 
 // MPI_Init_thread once (MPI_THREAD_FUNNELED) and MPI_Finalize at exit; idempotent.
 void ensure_mpi_initialized();

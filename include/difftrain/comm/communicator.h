@@ -27,9 +27,21 @@ class Communicator {
   [[noreturn]] virtual void abort(int code) = 0;
 };
 
+// What decides the backend on this node.
+struct BackendFacts {
+  bool nccl_built = false;  // this build has the NCCL communicator
+  int torch_gpus = 0;       // GPUs LibTorch can use (0 with a CPU-only LibTorch)
+  int runtime_gpus = 0;     // GPUs the CUDA runtime sees
+};
+BackendFacts backend_facts();
+
+// "auto": nccl when this build has NCCL and LibTorch sees a GPU, else mpi. "nccl" where
+// that is impossible is an error saying why; "mpi" is always possible.
+std::string choose_backend(const std::string& requested, const BackendFacts& facts);
+
 // MPI is initialised once per process, here, and finalised at exit. Works with or without
-// mpirun/srun (a run without a launcher is a world of one).
-// backend: "auto" (nccl if this build has it and a GPU is visible, else mpi), "mpi", "nccl".
+// mpirun/srun (a run without a launcher is a world of one). Every rank must arrive at the
+// same backend (a job whose nodes differ is an error on every rank).
 // A collective still blocked after `timeout_s` ends this process with status 1 (its peers
 // are then ended by the launcher), so a dead or hung rank never holds an allocation.
 std::unique_ptr<Communicator> make_communicator(const std::string& backend, double timeout_s = 600);

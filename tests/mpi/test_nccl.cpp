@@ -1,0 +1,164 @@
+// The NCCL backend, under mpirun with one rank per GPU (ctest's nccl_tests runs it on one
+// rank; launch/gpu-check.sh on every GPU of the machine). Compiled wherever the CUDA
+// toolkit and nccl.h are; every test skips, saying why, where this node has no GPU for
+// each rank. The tests that hold torch tensors on the GPU need a CUDA LibTorch.
+#ifdef DIFFTRAIN_WITH_NCCL
+#include <gtest/gtest.h>
+
+#include <vector>
+
+#include "difftrain/comm/grad_buckets.h"
+#include "difftrain/comm/nccl_communicator.h"
+#include "difftrain/config.h"
+#include "difftrain/data/swissroll.h"
+#include "difftrain/diffusion.h"
+#include "difftrain/models/registry.h"
+#include "difftrain/train/checkpoint.h"
+#include "difftrain/train/trainer.h"
+#include "mpi_test_env.h"
+
+namespace difftrain {
+namespace {
+
+using test::world;
+
+// Why this job cannot test NCCL ("" when it can), agreed by every rank: a rank that
+// skipped while the others made a communicator would leave them waiting.
+std::string skip_reason() {
+  const int gpus = cuda_device_count();
+  auto short_of_gpus = torch::tensor({static_cast<int64_t>(world().local_rank() >= gpus)});
+  world().allreduce_max(short_of_gpus);
+  if (gpus == 0) return "no GPU visible to the CUDA runtime (no GPU, or no driver)";
+  if (short_of_gpus.item<int64_t>() != 0) return "fewer GPUs than ranks on some node: run one rank per GPU";
+  return "";
+}
+
+#define SKIP_WITHOUT_GPUS()                        \
+  if (const auto why = skip_reason(); !why.empty()) \
+  GTEST_SKIP() << why
+
+void check_cuda(cudaError_t rc) { ASSERT_EQ(rc, cudaSuccess) << cudaGetErrorString(rc); }
+
+TEST(NcclBackend, BootstrapsOverMpiWithOneGpuPerRank) {
+  SKIP_WITHOUT_GPUS();
+  NcclCommunicator comm;
+  EXPECT_EQ(comm.backend(), "nccl");
+  EXPECT_EQ(comm.rank(), world().rank());
+  EXPECT_EQ(comm.size(), world().size());
+  int nccl_rank = -1, nccl_size = -1, current = -1;
+  ASSERT_EQ(ncclCommUserRank(comm.comm(), &nccl_rank), ncclSuccess);
+  ASSERT_EQ(ncclCommCount(comm.comm(), &nccl_size), ncclSuccess);
+  EXPECT_EQ(nccl_rank, world().rank());
+  EXPECT_EQ(nccl_size, world().size());
+  check_cuda(cudaGetDevice(&current));
+  EXPECT_EQ(current, world().local_rank());
+  EXPECT_EQ(comm.device().index(), world().local_rank());
+}
+
+// Buckets of several sizes (one value, a few thousand, one just over 4 MiB), each filled
+// per rank with small integers, so float32 sums are exact.
+TEST(NcclBackend, AllReduceOfBucketsEqualsTheSums) {
+  SKIP_WITHOUT_GPUS();
+  NcclCommunicator comm;
+  const int64_t size = comm.size(), rank = comm.rank();
+  cudaStream_t stream;
+  check_cuda(cudaStreamCreate(&stream));
+  const std::vector<size_t> counts{1, 3000, (size_t{1} << 20) + 3};
+  std::vector<float*> buckets;
+  for (size_t n : counts) {
+    std::vector<float> host(n);
+    for (size_t i = 0; i < n; ++i) host[i] = static_cast<float>(rank + 1 + i % 7);
+    float* d = nullptr;
+    check_cuda(cudaMalloc(&d, n * sizeof(float)));
+    check_cuda(cudaMemcpy(d, host.data(), n * sizeof(float), cudaMemcpyHostToDevice));
+    buckets.push_back(d);
+  }
+  for (size_t b = 0; b < counts.size(); ++b) comm.allreduce(buckets[b], counts[b], ncclFloat32, ncclSum, stream);
+  check_cuda(cudaStreamSynchronize(stream));
+  int64_t checked = 0;
+  for (size_t b = 0; b < counts.size(); ++b) {
+    std::vector<float> host(counts[b]);
+    check_cuda(cudaMemcpy(host.data(), buckets[b], counts[b] * sizeof(float), cudaMemcpyDeviceToHost));
+    for (size_t i = 0; i < counts[b]; ++i) {
+      const float expected = static_cast<float>(size * (size + 1) / 2 + size * static_cast<int64_t>(i % 7));
+      if (host[i] != expected) {
+        ADD_FAILURE() << "bucket " << b << " element " << i << ": " << host[i] << " != " << expected;
+        break;
+      }
+      ++checked;
+    }
+  }
+  EXPECT_EQ(checked, static_cast<int64_t>(counts[0] + counts[1] + counts[2]));
+
+  // Max and broadcast on the last bucket's first values.
+  std::vector<float> host(8);
+  for (size_t i = 0; i < host.size(); ++i) host[i] = static_cast<float>(rank * 10 + i);
+  check_cuda(cudaMemcpy(buckets[1], host.data(), host.size() * sizeof(float), cudaMemcpyHostToDevice));
+  comm.allreduce(buckets[1], host.size(), ncclFloat32, ncclMax, stream);
+  check_cuda(cudaMemcpy(buckets[0], host.data(), sizeof(float), cudaMemcpyHostToDevice));
+  comm.broadcast(buckets[0], 1, ncclFloat32, static_cast<int>(size - 1), stream);
+  comm.synchronize();
+  std::vector<float> maxima(host.size());
+  float root_value = -1;
+  check_cuda(cudaMemcpy(maxima.data(), buckets[1], maxima.size() * sizeof(float), cudaMemcpyDeviceToHost));
+  check_cuda(cudaMemcpy(&root_value, buckets[0], sizeof(float), cudaMemcpyDeviceToHost));
+  for (size_t i = 0; i < maxima.size(); ++i) EXPECT_EQ(maxima[i], static_cast<float>((size - 1) * 10 + i));
+  EXPECT_EQ(root_value, static_cast<float>((size - 1) * 10));
+  for (float* d : buckets) cudaFree(d);
+  cudaStreamDestroy(stream);
+}
+
+#ifdef DIFFTRAIN_TORCH_CUDA
+// Host tensors (flags, headers) go through the GPU; GPU tensors are reduced in place.
+TEST(NcclBackend, TorchTensorsOnTheGpuAndOnTheHost) {
+  SKIP_WITHOUT_GPUS();
+  NcclCommunicator comm;
+  auto on_gpu = torch::full({5}, static_cast<float>(comm.rank() + 1), torch::Device(comm.device()));
+  comm.allreduce_sum(on_gpu);
+  auto on_host = torch::tensor({static_cast<int64_t>(comm.rank()), int64_t{7}});
+  comm.allreduce_max(on_host);
+  const double expected = comm.size() * (comm.size() + 1) / 2.0;
+  EXPECT_TRUE(torch::equal(on_gpu.cpu(), torch::full({5}, static_cast<float>(expected))));
+  EXPECT_TRUE(on_host.device().is_cpu());
+  EXPECT_EQ(on_host[0].item<int64_t>(), comm.size() - 1);
+  EXPECT_EQ(on_host[1].item<int64_t>(), 7);
+}
+
+// Three training steps of the swissroll recipe on the GPU (NCCL) and on the CPU (MPI), from
+// the same weights and batches: parameters agree to 1e-5 relative (fp32; kernels differ).
+TEST(NcclBackend, TrainingStepsOnTheGpuEqualTheCpuSteps) {
+  SKIP_WITHOUT_GPUS();
+  test::SharedDir dir;
+  if (world().rank() == 0) prepare_swissroll(dir / "data", 1);
+  world().barrier();
+  const auto config_in = [&](const std::string& run) {
+    return parse_config("", "test",
+                        {"data.path=" + (dir / "data"), "run_dir=" + (dir / run), "train.steps=10",
+                         "train.batch_size=" + std::to_string(16 * world().size())});
+  };
+  NcclCommunicator nccl;
+  Trainer gpu(config_in("gpu"), nccl);
+  Trainer cpu(config_in("cpu"), world());
+  gpu.synchronize();
+  cpu.synchronize();
+  ASSERT_TRUE(gpu.model().parameters().front().is_cuda());
+  const auto points = swissroll_points();
+  for (int64_t s = 1; s <= 3; ++s) {
+    const std::vector<Batch> batch{Batch(points.narrow(0, (s - 1) * 16, 16))};
+    const auto on_gpu = gpu.step(batch, s), on_cpu = cpu.step(batch, s);
+    EXPECT_NEAR(on_gpu.loss, on_cpu.loss, 1e-5 * std::abs(on_cpu.loss)) << "step " << s;
+  }
+  const auto gpu_params = gpu.model().parameters(), cpu_params = cpu.model().parameters();
+  ASSERT_EQ(gpu_params.size(), cpu_params.size());
+  ASSERT_FALSE(cpu_params.empty());
+  for (size_t i = 0; i < cpu_params.size(); ++i) {
+    const auto a = gpu_params[i].detach().cpu(), b = cpu_params[i].detach();
+    const double scale = b.abs().max().item<double>() + 1e-12;
+    EXPECT_LE((a - b).abs().max().item<double>() / scale, 1e-5) << "parameter " << i;
+  }
+}
+#endif  // DIFFTRAIN_TORCH_CUDA
+
+}  // namespace
+}  // namespace difftrain
+#endif  // DIFFTRAIN_WITH_NCCL

@@ -1,0 +1,58 @@
+// dist.backend: which communicator a node gets, and why "nccl" is refused where it cannot
+// work (decided from the facts alone, so every case runs on a CPU machine).
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "difftrain/comm/communicator.h"
+#include "test_util.h"
+
+namespace difftrain {
+namespace {
+
+using ::testing::HasSubstr;
+
+BackendFacts facts(bool nccl_built, int torch_gpus, int runtime_gpus) {
+  BackendFacts f;
+  f.nccl_built = nccl_built, f.torch_gpus = torch_gpus, f.runtime_gpus = runtime_gpus;
+  return f;
+}
+
+TEST(Backend, AutoPicksNcclOnlyWithNcclAndAGpuThatLibTorchCanUse) {
+  EXPECT_EQ(choose_backend("auto", facts(true, 8, 8)), "nccl");
+  EXPECT_EQ(choose_backend("auto", facts(true, 1, 1)), "nccl");
+  EXPECT_EQ(choose_backend("auto", facts(true, 0, 0)), "mpi");   // this CI machine: NCCL built, no driver
+  EXPECT_EQ(choose_backend("auto", facts(true, 0, 4)), "mpi");   // GPUs, but a CPU-only LibTorch
+  EXPECT_EQ(choose_backend("auto", facts(false, 4, 4)), "mpi");  // GPUs, but no NCCL in the build
+  EXPECT_EQ(choose_backend("mpi", facts(true, 8, 8)), "mpi");
+  EXPECT_EQ(choose_backend("nccl", facts(true, 2, 2)), "nccl");
+}
+
+TEST(Backend, NcclWhereItCannotWorkSaysWhy) {
+  const auto message = [](const BackendFacts& f) { return test::error_of([&] { choose_backend("nccl", f); }); };
+  EXPECT_THAT(message(facts(false, 4, 0)), HasSubstr("'nccl' is not in this build"));
+  EXPECT_THAT(message(facts(true, 0, 2)), HasSubstr("LibTorch is CPU-only (the CUDA runtime sees 2 GPUs)"));
+  EXPECT_THAT(message(facts(true, 0, 0)), HasSubstr("none is visible on this node"));
+  for (const auto& f : {facts(false, 4, 0), facts(true, 0, 2), facts(true, 0, 0)}) {
+    EXPECT_THAT(message(f), HasSubstr("config: key 'dist.backend'"));
+    EXPECT_THAT(message(f), HasSubstr("use 'mpi'"));
+  }
+  EXPECT_THAT(test::error_of([] { choose_backend("gloo", facts(true, 1, 1)); }),
+              HasSubstr("expected one of auto, mpi, nccl; got 'gloo'"));
+}
+
+TEST(Backend, ThisMachinesFactsAgreeWithTheBuild) {
+  const auto f = backend_facts();
+#ifdef DIFFTRAIN_WITH_NCCL
+  EXPECT_TRUE(f.nccl_built);
+  EXPECT_GE(f.runtime_gpus, f.torch_gpus);
+#else
+  EXPECT_FALSE(f.nccl_built);
+  EXPECT_EQ(f.runtime_gpus, 0);
+#endif
+#ifndef DIFFTRAIN_TORCH_CUDA
+  EXPECT_EQ(f.torch_gpus, 0);  // a CPU-only LibTorch never offers a GPU
+#endif
+}
+
+}  // namespace
+}  // namespace difftrain
