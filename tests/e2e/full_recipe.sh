@@ -5,7 +5,14 @@
 # varies a lot with the seed (0.016 to 0.046 here, for difftrain and PyTorch alike), so
 # the bar is on the mean of five.
 #   bash tests/e2e/full_recipe.sh path/to/difftrain path/to/mpirun
+#   DIFFTRAIN_LONG_TESTS=1 ctest -R e2e_full_recipe   # run it; skipped (exit 77) otherwise
 set -uo pipefail
+# Four CPU-minutes of training do not fit CI's 20 minutes on 2 cores beside the rest; the
+# 2000-step bar is held by Train.SwissrollLearnsAndSamplesLandNearTheCurve and e2e_cli.
+if [[ ${DIFFTRAIN_LONG_TESTS:-0} != 1 ]]; then
+  echo "skip: the full recipe over 5 seeds runs with DIFFTRAIN_LONG_TESTS=1"
+  exit 77
+fi
 source "$(dirname "$0")/lib/common.bash"
 # Without torch and h5py nothing here can be judged, so nothing is trained either.
 needs_python "full recipe: sample quality over 5 seeds" || finish
