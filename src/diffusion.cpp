@@ -12,11 +12,11 @@ Parameterization parse_parameterization(const std::string& name) {
 }
 
 TrainSample generate_train_sample(const torch::Tensor& x0, const Schedule& schedule,
-                                  at::Generator& sigma_gen, at::Generator& eps_gen) {
+                                  RandomStream& sigma_draws, RandomStream& eps_draws) {
   std::vector<int64_t> sigma_shape(x0.dim(), 1);
   sigma_shape[0] = x0.size(0);
-  auto sigma = schedule.sample_batch(x0.size(0), sigma_gen).to(x0.options()).view(sigma_shape);
-  auto eps = torch::randn(x0.sizes(), eps_gen, torch::kFloat32).to(x0.options());
+  auto sigma = schedule.sample_batch(x0.size(0), sigma_draws).to(x0.options()).view(sigma_shape);
+  auto eps = eps_draws.normal(x0.sizes()).to(x0.options());
   return {x0, sigma, eps};
 }
 
@@ -70,8 +70,8 @@ torch::Tensor guided_eps(Denoiser& model, Parameterization p, const torch::Tenso
   return eps_c + scale * (eps_c - eps_u);
 }
 
-torch::Tensor drop_labels(const torch::Tensor& labels, double drop, int64_t null_label, at::Generator& gen) {
-  const auto u = torch::rand({labels.size(0)}, gen, torch::kFloat64).to(labels.device());
+torch::Tensor drop_labels(const torch::Tensor& labels, double drop, int64_t null_label, RandomStream& draws) {
+  const auto u = draws.uniform({labels.size(0)}).to(labels.device());
   return torch::where(u < drop, torch::full_like(labels, null_label), labels);
 }
 
@@ -104,7 +104,7 @@ void require_finite_samples(const torch::Tensor& samples, const std::string& wha
 }
 
 torch::Tensor sample(const EpsFn& eps_hat, const torch::Tensor& sigmas, SamplerParams params,
-                     torch::IntArrayRef shape, at::Generator& gen, torch::TensorOptions options) {
+                     torch::IntArrayRef shape, RandomStream& draws) {
   if (!(params.mu >= 0 && params.mu < 1)) fail("sampler: mu must be in [0, 1), got {}", params.mu);
   if (!valid_gam(params.gam)) fail("sampler: gam must be in [{}, {}], got {}", kMinGam, kMaxGam, params.gam);
   if (sigmas.dim() != 1 || sigmas.size(0) < 2)
@@ -114,8 +114,8 @@ torch::Tensor sample(const EpsFn& eps_hat, const torch::Tensor& sigmas, SamplerP
         steps_down.all().item<bool>()))
     fail("sampler: sigmas must be finite, > 0 and non-increasing");
   torch::NoGradGuard no_grad;
-  const auto sig = sigmas.to(options);
-  auto noise = [&] { return torch::randn(shape, gen, torch::kFloat32).to(options); };
+  const auto sig = sigmas.to(draws.device());
+  auto noise = [&] { return draws.normal(shape).to(sig.scalar_type()); };
   auto x = noise() * sig[0];
   torch::Tensor eps, eps_prev;
   for (int64_t i = 0; i + 1 < sig.size(0); ++i) {

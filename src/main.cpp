@@ -321,6 +321,8 @@ int main(int argc, char** argv) {
                      "Classifier-free guidance: eps_c + S (eps_c - eps_u), in [0, 20] (default: sample.cfg_scale)");
   sample->add_option("--png", so.png, "Also write a picture: samples over the data (2-d), or an image grid");
   sample->add_option("--weights", weights, "ema or model")->check(CLI::IsMember({"ema", "model"}))->capture_default_str();
+  sample->add_option("--device", so.device, "auto (a GPU when LibTorch has one), cpu, cuda or cuda:K")
+      ->capture_default_str();
 
   auto* schedule = app.add_subcommand("schedule", "Print a noise schedule as JSON");
   std::vector<std::string> schedule_args;
@@ -370,6 +372,8 @@ int main(int argc, char** argv) {
                    "Classifier file (default: classifier.pt in the parent directory of the config's data.path)");
   eval->add_option("--test", eo.test, "Real test images (default: test in that same directory)");
   eval->add_option("--weights", eval_weights, "ema or model")->check(CLI::IsMember({"ema", "model"}))->capture_default_str();
+  eval->add_option("--device", eo.device, "auto (each rank's GPU when LibTorch has one), cpu, cuda or cuda:K")
+      ->capture_default_str();
   eval->footer(
       "\nPrints one JSON object: fid (samples vs test images), fid_floor (n training vs n test images: the best\n"
       "reachable), fid_untrained (the same config's untrained model: the ceiling), class_accuracy (conditional\n"

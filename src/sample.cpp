@@ -21,6 +21,7 @@
 #include "difftrain/plot.h"
 #include "difftrain/schedule.h"
 #include "difftrain/train/checkpoint.h"
+#include "difftrain/comm/communicator.h"
 #include "difftrain/random_streams.h"
 
 namespace difftrain {
@@ -142,28 +143,29 @@ void require_memory_for(const char* option, int64_t n, const std::vector<int64_t
 
 }  // namespace
 
-SamplingModel load_sampling_model(const std::string& checkpoint, bool use_ema, bool untrained) {
+SamplingModel load_sampling_model(const std::string& checkpoint, bool use_ema, bool untrained, torch::Device device) {
   const Checkpoint c = load_checkpoint(checkpoint);
   Config config = parse_config(c.config_yaml, checkpoint + " (config)");
   Schedule schedule = make_schedule(config.schedule);
   // A fresh run draws its initial weights from this stream (see Trainer).
-  torch::manual_seed(stream_key(config.seed, 0, Stream::init, 0));
+  random_stream(config.seed, 0, Stream::init, 0).seed_default_generators();
   auto model = make_model(config.model, c.sample_shape, checkpoint + " (sample_shape)");
   if (!untrained)
     load_state_dict(*model, use_ema ? c.ema : c.model, checkpoint + (use_ema ? " (ema)" : " (model)"));
   model->eval();
+  model->to(device);
   return {std::move(config), std::move(schedule), c.sample_shape, std::move(model)};
 }
 
 torch::Tensor generate(SamplingModel& m, int64_t n, const torch::Tensor& labels, const GenerateParams& params,
-                       at::Generator& gen, const std::string& what) {
+                       RandomStream& noise, const std::string& what) {
   return generate(*m.model, m.schedule, parse_parameterization(m.config.model.parameterization), m.sample_shape, n,
-                  labels, params, gen, what);
+                  labels, params, noise, what);
 }
 
 torch::Tensor generate(Denoiser& model, const Schedule& schedule, Parameterization parameterization,
                        const std::vector<int64_t>& sample_shape, int64_t n, const torch::Tensor& labels,
-                       const GenerateParams& params, at::Generator& gen, const std::string& what) {
+                       const GenerateParams& params, RandomStream& noise, const std::string& what) {
   if (!(params.cfg_scale >= 0 && params.cfg_scale <= kMaxCfgScale))
     fail("{}: the guidance scale must be in [0, {}], got {}", what, kMaxCfgScale, params.cfg_scale);
   const int64_t num_classes = model.num_classes();
@@ -177,17 +179,18 @@ torch::Tensor generate(Denoiser& model, const Schedule& schedule, Parameterizati
   shape.insert(shape.end(), sample_shape.begin(), sample_shape.end());
   const bool was_training = model.is_training();
   model.eval();  // no dropout while sampling
-  // Noise is drawn on the CPU from `gen` and sampling runs where the model's weights are.
+  // Sampling runs where the model's weights are, and draws its noise there.
   const auto params_of_model = model.parameters();
   const torch::Device device = params_of_model.empty() ? torch::Device(torch::kCPU) : params_of_model.front().device();
+  if (noise.device() != device)
+    fail("{}: the noise stream is on {}, the model on {}", what, noise.device().str(), device.str());
   const auto labels_here = labels.defined() ? labels.to(device) : labels;
   EpsFn eps_hat = [&](const torch::Tensor& x, const torch::Tensor& sigma) {
     return guided_eps(model, parameterization, x, sigma, labels_here, params.cfg_scale);
   };
   torch::Tensor samples;
   try {
-    samples = sample(eps_hat, schedule.sample_sigmas(params.steps), params.sampler, shape, gen,
-                     torch::TensorOptions(torch::kFloat32).device(device));
+    samples = sample(eps_hat, schedule.sample_sigmas(params.steps), params.sampler, shape, noise);
   } catch (...) {
     model.train(was_training);
     throw;
@@ -205,7 +208,8 @@ torch::Tensor run_sample(const SampleOptions& o) {
   if (o.cfg_scale && !(*o.cfg_scale >= 0 && *o.cfg_scale <= kMaxCfgScale))
     fail("sample: --cfg-scale must be in [0, {}], got {}", kMaxCfgScale, *o.cfg_scale);
 
-  SamplingModel m = load_sampling_model(o.checkpoint, o.use_ema);
+  const auto device = choose_device(o.device, 0, backend_facts(), "sample: --device");
+  SamplingModel m = load_sampling_model(o.checkpoint, o.use_ema, false, device);
   const Config& config = m.config;
   const Schedule& schedule = m.schedule;
   refuse_outputs_over_inputs(o, config);
@@ -227,11 +231,12 @@ torch::Tensor run_sample(const SampleOptions& o) {
                                          o.label ? "sample: --class" : "sample.class (from the checkpoint's config)");
   const torch::Tensor labels = num_classes > 0 ? class_labels(choice, num_classes, n) : torch::Tensor();
   GenerateParams gp{steps, params, o.cfg_scale.value_or(config.sample.cfg_scale)};
-  auto gen = stream_generator(static_cast<uint64_t>(o.seed), 0, Stream::sample, 0);
+  auto noise = random_stream(static_cast<uint64_t>(o.seed), 0, Stream::sample, 0, device);
   const auto samples =
-      generate(m, n, labels, gp, gen,
+      generate(m, n, labels, gp, noise,
                fmt::format("sample: nothing written to {} (steps {}, gam {}, mu {}, cfg-scale {})", o.out, steps,
-                           params.gam, params.mu, gp.cfg_scale));
+                           params.gam, params.mu, gp.cfg_scale))
+          .cpu();
 
   // The samples and their picture land together or not at all; until both are whole,
   // earlier files of those names stay as they were.

@@ -16,8 +16,11 @@ Schedule::Schedule(std::string type, torch::Tensor sigmas)
 
 float Schedule::operator[](int64_t i) const { return sigmas_[i].item<float>(); }
 
-torch::Tensor Schedule::sample_batch(int64_t batch, at::Generator& gen) const {
-  return sigmas_.index_select(0, torch::randint(size(), {batch}, gen, torch::kLong));
+torch::Tensor Schedule::sample_batch(int64_t batch, RandomStream& draws) const {
+  const auto indices = draws.integers(size(), {batch});
+  // One copy of the schedule on the draws' device, kept: no host-to-device copy per step.
+  if (!on_device_.defined() || on_device_.device() != indices.device()) on_device_ = sigmas_.to(indices.device());
+  return on_device_.index_select(0, indices);
 }
 
 torch::Tensor Schedule::sample_sigmas(int64_t steps) const {

@@ -8,6 +8,7 @@
 #include <torch/torch.h>
 
 #include "difftrain/models/denoiser.h"
+#include "difftrain/random_streams.h"
 #include "difftrain/schedule.h"
 
 namespace difftrain {
@@ -24,9 +25,10 @@ struct TrainSample {
   torch::Tensor labels = {};  // int64 [B] for a conditional model, else undefined
 };
 
-// sigma from `sigma_gen` (uniform over the schedule), eps from `eps_gen`.
+// sigma from `sigma_draws` (uniform over the schedule), eps from `eps_draws`, both drawn on
+// their streams' device, which must be x0's.
 TrainSample generate_train_sample(const torch::Tensor& x0, const Schedule& schedule,
-                                  at::Generator& sigma_gen, at::Generator& eps_gen);
+                                  RandomStream& sigma_draws, RandomStream& eps_draws);
 
 // MSE between the network's output on x0 + sigma * eps and its target: per example [B],
 // and its mean over the batch.
@@ -47,8 +49,8 @@ torch::Tensor guided_eps(Denoiser& model, Parameterization p, const torch::Tenso
 constexpr double kMaxCfgScale = 20.0;
 
 // Training's label dropout: each label becomes "no label" (null_label) with probability
-// `drop`, drawn from `gen`.
-torch::Tensor drop_labels(const torch::Tensor& labels, double drop, int64_t null_label, at::Generator& gen);
+// `drop`, drawn from `draws`.
+torch::Tensor drop_labels(const torch::Tensor& labels, double drop, int64_t null_label, RandomStream& draws);
 
 // "all" (nullopt: cycle through the classes) or a class id in [0, num_classes); `where`
 // names the option or key in the error.
@@ -77,11 +79,10 @@ bool valid_gam(double gam);  // false for NaN
 
 // Runs the sampler from noise * sigmas[0] down the given non-increasing sigmas (steps + 1
 // values; a repeated sigma is a step that leaves x as it is). All noise, the starting
-// noise included, comes from `gen`, drawn with `shape` = [n, *input_dims]. Returns the
-// final x.
+// noise included, comes from `noise`, drawn with `shape` = [n, *input_dims] on the
+// stream's device, where the sampling runs in the sigmas' dtype. Returns the final x.
 torch::Tensor sample(const EpsFn& eps_hat, const torch::Tensor& sigmas, SamplerParams params,
-                     torch::IntArrayRef shape, at::Generator& gen,
-                     torch::TensorOptions options = torch::kFloat32);
+                     torch::IntArrayRef shape, RandomStream& noise);
 
 // Throws "WHAT: K of M values are NaN or Inf" when any sample is not finite, so that no
 // command hands on samples that are not numbers.

@@ -22,20 +22,23 @@ struct SamplingModel {
 };
 // `use_ema`: the EMA weights (else the raw model's). `untrained`: the weights a fresh run of
 // this config starts from instead of the checkpoint's (the "ceiling" of a quality figure).
-SamplingModel load_sampling_model(const std::string& checkpoint, bool use_ema = true, bool untrained = false);
+// The model on `device` (LibTorch builds it on the CPU, with the init stream's weights).
+SamplingModel load_sampling_model(const std::string& checkpoint, bool use_ema = true, bool untrained = false,
+                                  torch::Device device = torch::kCPU);
 
 struct GenerateParams {
   int64_t steps = 20;
   SamplerParams sampler;
   double cfg_scale = 0;  // guidance scale (conditional models)
 };
-// n samples [n, *sample_shape] from `gen`; `labels` [n] int64 for a conditional model
-// (undefined for an unconditional one). Non-finite samples are an error naming `what`.
+// n samples [n, *sample_shape] from `noise`, which must be on the model's device;
+// `labels` [n] int64 for a conditional model (undefined for an unconditional one).
+// Non-finite samples are an error naming `what`.
 torch::Tensor generate(Denoiser& model, const Schedule& schedule, Parameterization parameterization,
                        const std::vector<int64_t>& sample_shape, int64_t n, const torch::Tensor& labels,
-                       const GenerateParams& params, at::Generator& gen, const std::string& what = "sample");
+                       const GenerateParams& params, RandomStream& noise, const std::string& what = "sample");
 torch::Tensor generate(SamplingModel& m, int64_t n, const torch::Tensor& labels, const GenerateParams& params,
-                       at::Generator& gen, const std::string& what = "sample");
+                       RandomStream& noise, const std::string& what = "sample");
 
 // A picture of samples: 2-d points over the config's training data (when it is still
 // there), or an image grid (the first 256 images, or for labelled samples up to 16 of
@@ -51,6 +54,7 @@ struct SampleOptions {
   int64_t seed = 0;
   std::string png;       // optional picture: samples over the data (2-d) or an image grid
   bool use_ema = true;   // sample from the EMA weights (false: the raw model weights)
+  std::string device = "auto";  // --device: auto (a GPU when there is one), cpu, cuda, cuda:K
 };
 
 // Returns the samples [n, ...] after writing them. Refuses before allocating when n

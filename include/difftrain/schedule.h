@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include "difftrain/config.h"
+#include "difftrain/random_streams.h"
 
 namespace difftrain {
 
@@ -18,8 +19,9 @@ class Schedule {
   int64_t size() const { return sigmas_.size(0); }
   float operator[](int64_t i) const;
 
-  // One sigma per example, drawn uniformly from the N values with `gen`: float32 [batch].
-  torch::Tensor sample_batch(int64_t batch, at::Generator& gen) const;
+  // One sigma per example, drawn uniformly from the N values: float32 [batch], on the
+  // draws' device.
+  torch::Tensor sample_batch(int64_t batch, RandomStream& draws) const;
 
   // `steps + 1` decreasing sigmas with "trailing" spacing (Lin et al. 2023, Table 2):
   // indices round(N * (1 - i/steps)) - 1 for i = 0..steps-1, then index 0.
@@ -28,6 +30,7 @@ class Schedule {
  private:
   std::string type_;
   torch::Tensor sigmas_;
+  mutable torch::Tensor on_device_;  // sigmas_ where sample_batch last drew
 };
 
 // sigma_t = sqrt(1 / prod_{s<=t}(1 - beta_s) - 1), in float32 as the reference computes it.

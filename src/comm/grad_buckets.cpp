@@ -1,8 +1,22 @@
 #include "difftrain/comm/grad_buckets.h"
 
+#include <torch/csrc/autograd/function_hook.h>
+
 #include "difftrain/error.h"
 
 namespace difftrain {
+
+// Runs after the parameter's gradient was accumulated into its bucket view.
+struct GradBuckets::Hook : torch::autograd::FunctionPostHook {
+  Hook(GradBuckets* owner, std::size_t param) : owner(owner), param(param) {}
+  torch::autograd::variable_list operator()(const torch::autograd::variable_list& outputs,
+                                            const torch::autograd::variable_list& /*inputs*/) override {
+    owner->gradient_ready(param);
+    return outputs;
+  }
+  GradBuckets* owner;
+  std::size_t param;
+};
 
 GradBuckets::GradBuckets(std::vector<torch::Tensor> params, double bucket_mb, int64_t extras)
     : params_(std::move(params)), extras_(extras) {
@@ -20,11 +34,25 @@ GradBuckets::GradBuckets(std::vector<torch::Tensor> params, double bucket_mb, in
     current.grad_numel += n;
   }
   buckets_.push_back(std::move(current));
+  bucket_of_.resize(params_.size());
   for (std::size_t b = 0; b < buckets_.size(); ++b) {
-    const int64_t n = buckets_[b].grad_numel + (b + 1 == buckets_.size() ? extras_ : 0);
+    const int64_t n = buckets_[b].grad_numel + (b == kLastBucket ? extras_ : 0);
     buckets_[b].flat = torch::zeros({n}, params_.front().options().requires_grad(false));
+    for (auto i : buckets_[b].params) bucket_of_[i] = b;
   }
   bind_views();
+  for (std::size_t i = 0; i < params_.size(); ++i) {
+    if (!params_[i].requires_grad()) continue;  // never gets a gradient: its bucket does not wait for it
+    // The accumulator is owned here: the parameter keeps only a weak reference, and a
+    // re-created accumulator would lack the hook.
+    auto accumulator = torch::autograd::impl::grad_accumulator(params_[i]);
+    const auto key = accumulator->add_post_hook(std::make_unique<Hook>(this, i));
+    hooks_.emplace_back(std::move(accumulator), key);
+  }
+}
+
+GradBuckets::~GradBuckets() {
+  for (auto& [accumulator, key] : hooks_) accumulator->del_post_hook(key);
 }
 
 void GradBuckets::bind_views() {
@@ -55,18 +83,64 @@ void GradBuckets::zero_grad() {
   }
 }
 
+torch::Tensor GradBuckets::extras_slot() {
+  auto& bucket = buckets_[kLastBucket];
+  return bucket.flat.narrow(0, bucket.grad_numel, extras_);
+}
+
+void GradBuckets::arm(Communicator& comm) {
+  for (auto& bucket : buckets_) {
+    if (bucket.pending) fail("gradient buckets: armed while an all-reduce of the last step is unfinished");
+    bucket.waiting = 0;
+    for (auto i : bucket.params) bucket.waiting += params_[i].requires_grad() ? 1 : 0;
+  }
+  next_ = 0;
+  started_in_backward_.clear();
+  if (comm.size() == 1) return;  // nothing to send
+  comm_ = &comm;
+  arming_thread_ = std::this_thread::get_id();
+}
+
+void GradBuckets::gradient_ready(std::size_t param) {
+  if (!comm_) return;  // not the step's last backward
+  auto& bucket = buckets_[bucket_of_[param]];
+  if (--bucket.waiting > 0) return;
+  // MPI may only be called from the thread that armed (MPI_THREAD_FUNNELED); the rest
+  // starts in allreduce_mean.
+  if (std::this_thread::get_id() != arming_thread_ && !comm_->starts_from_any_thread()) return;
+  while (next_ + 1 < buckets_.size() && buckets_[bucket_in_order(next_)].waiting == 0) {
+    started_in_backward_.push_back(bucket_in_order(next_));
+    start(bucket_in_order(next_));
+  }
+  // Non-blocking collectives move on only inside MPI calls: give the running ones a turn.
+  for (auto& b : buckets_)
+    if (b.pending) b.pending->test();
+}
+
+void GradBuckets::start(std::size_t bucket) {
+  buckets_[bucket].pending = comm_->start_allreduce_sum(buckets_[bucket].flat);
+  ++next_;
+}
+
 void GradBuckets::allreduce_mean(Communicator& comm, torch::Tensor& extras) {
   if (extras.numel() != extras_) fail("gradient buckets: expected {} extra values, got {}", extras_, extras.numel());
-  if (comm.size() == 1) return;
+  if (comm.size() == 1) {
+    comm_ = nullptr;
+    return;
+  }
   torch::NoGradGuard no_grad;
+  if (!comm_) next_ = 0, started_in_backward_.clear();
+  comm_ = &comm;
+  while (next_ + 1 < buckets_.size()) start(bucket_in_order(next_));
+  extras_slot().copy_(extras.reshape({-1}));
+  comm.allreduce_sum(buckets_[kLastBucket].flat);
   const double scale = 1.0 / comm.size();
-  auto tail = buckets_.back().flat.narrow(0, buckets_.back().grad_numel, extras_);
-  tail.copy_(extras.reshape({-1}));
   for (auto& bucket : buckets_) {
-    comm.allreduce_sum(bucket.flat);
+    if (bucket.pending) bucket.pending->wait(), bucket.pending.reset();
     bucket.flat.mul_(scale);
   }
-  extras.copy_(tail.view(extras.sizes()));
+  comm_ = nullptr;
+  extras.copy_(extras_slot().view(extras.sizes()));
 }
 
 std::vector<torch::Tensor> GradBuckets::flat_grads() const {

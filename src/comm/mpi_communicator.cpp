@@ -23,16 +23,22 @@ void ensure_mpi_initialized() {
   });
 }
 
-void agree_over_mpi(const std::string& error) {
+void agree_over_mpi(const std::string& error, CollectiveWatchdog* watchdog) {
   int rank = 0, size = 1;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &size);
   int failing = error.empty() ? size : rank;
-  MPI_Allreduce(MPI_IN_PLACE, &failing, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+  {
+    CollectiveWatchdog::Scope watched(watchdog, "MPI_Allreduce (agreeing on errors)");
+    MPI_Allreduce(MPI_IN_PLACE, &failing, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+  }
   if (failing == size) return;
   char text[512] = {};
   if (rank == failing) std::snprintf(text, sizeof text, "%s", error.c_str());
-  MPI_Bcast(text, sizeof text, MPI_CHAR, failing, MPI_COMM_WORLD);
+  {
+    CollectiveWatchdog::Scope watched(watchdog, "MPI_Bcast (the error)");
+    MPI_Bcast(text, sizeof text, MPI_CHAR, failing, MPI_COMM_WORLD);
+  }
   fail("rank {}: {}", failing, text);
 }
 
@@ -67,13 +73,16 @@ void check_tensor(const torch::Tensor& t, int rank) {
 MpiCommunicator::MpiCommunicator(double timeout_s) {
   MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
   MPI_Comm_size(MPI_COMM_WORLD, &size_);
+  if (size_ > 1) watchdog_ = std::make_unique<CollectiveWatchdog>(rank_, timeout_s);
   // Ranks sharing a node (shared memory) form one group; works the same under srun.
   MPI_Comm node;
-  MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node);
+  {
+    CollectiveWatchdog::Scope watched(watchdog_.get(), "MPI_Comm_split_type");
+    MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node);
+  }
   MPI_Comm_rank(node, &local_rank_);
   MPI_Comm_size(node, &local_size_);
   MPI_Comm_free(&node);
-  if (size_ > 1) watchdog_ = std::make_unique<CollectiveWatchdog>(rank_, timeout_s);
 }
 
 void MpiCommunicator::allreduce(torch::Tensor& t, MPI_Op op) {
@@ -84,6 +93,46 @@ void MpiCommunicator::allreduce(torch::Tensor& t, MPI_Op op) {
 }
 
 void MpiCommunicator::allreduce_sum(torch::Tensor& t) { allreduce(t, MPI_SUM); }
+
+namespace {
+class MpiPending : public PendingCollective {
+ public:
+  MpiPending(MPI_Request request, CollectiveWatchdog* watchdog, int rank)
+      : request_(request), watchdog_(watchdog), rank_(rank) {}
+  // An unfinished request must not be dropped: MPI would still write into the tensor.
+  ~MpiPending() override {
+    if (request_ != MPI_REQUEST_NULL) {
+      CollectiveWatchdog::Scope watched(watchdog_, "MPI_Iallreduce");
+      MPI_Wait(&request_, MPI_STATUS_IGNORE);
+    }
+  }
+  bool test() override {
+    if (request_ == MPI_REQUEST_NULL) return true;
+    int done = 0;
+    check(MPI_Test(&request_, &done, MPI_STATUS_IGNORE), "MPI_Test (MPI_Iallreduce)", rank_);
+    return done != 0;
+  }
+  void wait() override {
+    if (request_ == MPI_REQUEST_NULL) return;
+    CollectiveWatchdog::Scope watched(watchdog_, "MPI_Iallreduce");
+    check(MPI_Wait(&request_, MPI_STATUS_IGNORE), "MPI_Wait (MPI_Iallreduce)", rank_);
+  }
+
+ private:
+  MPI_Request request_;
+  CollectiveWatchdog* watchdog_;
+  int rank_;
+};
+}  // namespace
+
+std::unique_ptr<PendingCollective> MpiCommunicator::start_allreduce_sum(torch::Tensor& t) {
+  check_tensor(t, rank_);
+  MPI_Request request = MPI_REQUEST_NULL;
+  check(MPI_Iallreduce(MPI_IN_PLACE, t.data_ptr(), static_cast<int>(t.numel()), mpi_type(t), MPI_SUM, MPI_COMM_WORLD,
+                       &request),
+        "MPI_Iallreduce", rank_);
+  return std::make_unique<MpiPending>(request, watchdog_.get(), rank_);
+}
 void MpiCommunicator::allreduce_max(torch::Tensor& t) { allreduce(t, MPI_MAX); }
 
 void MpiCommunicator::broadcast(torch::Tensor& t, int root) {

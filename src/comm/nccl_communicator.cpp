@@ -73,9 +73,12 @@ NcclCommunicator::NcclCommunicator(double timeout_s) : mpi_(timeout_s), timeout_
   }
   // Every rank of the node learns every rank's GPU: two ranks on one GPU is an error.
   MPI_Comm node;
-  MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node);
   std::vector<char> buses(sizeof bus * static_cast<size_t>(mpi_.local_size()));
-  MPI_Allgather(bus, sizeof bus, MPI_CHAR, buses.data(), sizeof bus, MPI_CHAR, node);
+  {
+    CollectiveWatchdog::Scope watched(mpi_.watchdog(), "MPI_Allgather (GPU bus ids)");
+    MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node);
+    MPI_Allgather(bus, sizeof bus, MPI_CHAR, buses.data(), sizeof bus, MPI_CHAR, node);
+  }
   MPI_Comm_free(&node);
   for (int a = 0; error.empty() && a < mpi_.local_size(); ++a)
     for (int b = a + 1; error.empty() && b < mpi_.local_size(); ++b) {
@@ -90,6 +93,7 @@ NcclCommunicator::NcclCommunicator(double timeout_s) : mpi_(timeout_s), timeout_
     if (error.empty()) {
       cudaError_t rc = cudaSetDevice(device_);
       if (rc == cudaSuccess) rc = cudaEventCreateWithFlags(&done_, cudaEventDisableTiming);
+      if (rc == cudaSuccess) rc = cudaStreamCreateWithFlags(&comm_stream_, cudaStreamNonBlocking);
       if (rc != cudaSuccess) fail("GPU {}: {}", device_, cudaGetErrorString(rc));
       if (rank == 0) {
         const ncclResult_t nrc = ncclGetUniqueId(&id);
@@ -99,8 +103,11 @@ NcclCommunicator::NcclCommunicator(double timeout_s) : mpi_(timeout_s), timeout_
   } catch (const std::exception& e) {
     error = one_line(e);
   }
-  agree_over_mpi(error);  // before any NCCL call: no rank waits in ncclCommInitRank alone
-  MPI_Bcast(&id, sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD);
+  agree_over_mpi(error, mpi_.watchdog());  // before any NCCL call: no rank waits in ncclCommInitRank alone
+  {
+    CollectiveWatchdog::Scope watched(mpi_.watchdog(), "MPI_Bcast (ncclUniqueId)");
+    MPI_Bcast(&id, sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD);
+  }
 
   // The watchdog bounds the communicator's creation too: a peer that never joins ends this
   // rank after timeout_s instead of holding it forever.
@@ -145,6 +152,7 @@ NcclCommunicator::~NcclCommunicator() {
       ncclCommAbort(comm_);
   }
   if (done_) cudaEventDestroy(done_);
+  if (comm_stream_) cudaStreamDestroy(comm_stream_);
 }
 
 void NcclCommunicator::watch() {
@@ -222,6 +230,37 @@ void NcclCommunicator::tensor_collective(torch::Tensor& t, const char* what,
 void NcclCommunicator::allreduce_sum(torch::Tensor& t) {
   tensor_collective(t, "ncclAllReduce",
                     [&](void* p, cudaStream_t s) { allreduce(p, t.numel(), nccl_type(t), ncclSum, s); });
+}
+
+namespace {
+// An event on the communication stream after the collective; wait() orders the caller's
+// current stream after it.
+class NcclPending : public PendingCollective {
+ public:
+  NcclPending(cudaEvent_t finished, int rank) : finished_(finished), rank_(rank) {}
+  ~NcclPending() override { cudaEventDestroy(finished_); }  // released by CUDA once it fired
+  bool test() override { return cudaEventQuery(finished_) == cudaSuccess; }
+  void wait() override { check_cuda(cudaStreamWaitEvent(torch_current_stream(), finished_, 0), rank_, "cudaStreamWaitEvent"); }
+
+ private:
+  cudaEvent_t finished_;
+  int rank_;
+};
+}  // namespace
+
+std::unique_ptr<PendingCollective> NcclCommunicator::start_allreduce_sum(torch::Tensor& t) {
+  if (!t.is_cuda()) return Communicator::start_allreduce_sum(t);
+  if (!t.is_contiguous() || t.device().index() != device_)
+    fail("rank {}: ncclAllReduce needs a contiguous tensor on cuda:{}, got {}", rank(), device_, t.device().str());
+  cudaEvent_t ready = nullptr, finished = nullptr;
+  check_cuda(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming), rank(), "cudaEventCreate");
+  check_cuda(cudaEventRecord(ready, torch_current_stream()), rank(), "cudaEventRecord");
+  check_cuda(cudaStreamWaitEvent(comm_stream_, ready, 0), rank(), "cudaStreamWaitEvent");
+  cudaEventDestroy(ready);
+  allreduce(t.data_ptr(), static_cast<size_t>(t.numel()), nccl_type(t), ncclSum, comm_stream_);
+  check_cuda(cudaEventCreateWithFlags(&finished, cudaEventDisableTiming), rank(), "cudaEventCreate");
+  check_cuda(cudaEventRecord(finished, comm_stream_), rank(), "cudaEventRecord");
+  return std::make_unique<NcclPending>(finished, rank());
 }
 
 void NcclCommunicator::allreduce_max(torch::Tensor& t) {

@@ -35,15 +35,10 @@ BatchLoader::~BatchLoader() {
 }
 
 std::vector<int64_t> BatchLoader::epoch_order(int64_t epoch) const {
-  // Fisher-Yates with our own draw (not std::shuffle, whose algorithm the standard leaves
-  // open), so the order is the same on every platform.
-  std::vector<int64_t> order(share_.size());
-  std::iota(order.begin(), order.end(), share_.begin);
-  auto gen = splitmix64(stream_key(seed_, rank_, Stream::shuffle, static_cast<uint64_t>(epoch)));
-  for (std::size_t i = order.size(); i > 1; --i) {
-    gen = splitmix64(gen);
-    std::swap(order[i - 1], order[gen % i]);
-  }
+  const auto shuffled = random_stream(seed_, rank_, Stream::shuffle, static_cast<uint64_t>(epoch)).permutation(share_.size());
+  const int64_t* p = shuffled.data_ptr<int64_t>();
+  std::vector<int64_t> order(p, p + shuffled.numel());
+  for (auto& i : order) i += share_.begin;
   return order;
 }
 
@@ -76,8 +71,7 @@ void BatchLoader::read_ahead(int64_t position) {
       Batch batch{dataset_.read(indices), {}};
       if (extras_.labels) batch.y = extras_.labels->read(indices);
       if (extras_.hflip) {
-        auto gen = stream_generator(seed_, rank_, Stream::hflip, static_cast<uint64_t>(position));
-        const auto flip = torch::rand({batch_size_}, gen, torch::kFloat64) < 0.5;
+        const auto flip = random_stream(seed_, rank_, Stream::hflip, static_cast<uint64_t>(position)).uniform({batch_size_}) < 0.5;
         batch.x = torch::where(flip.view({-1, 1, 1, 1}), batch.x.flip({3}), batch.x);
       }
       position += batch_size_;

@@ -151,7 +151,7 @@ TrainedClassifier train_classifier(const ClassifierOptions& o, const std::functi
   check_pair(train, test, o, classes);
 
   const auto seed = static_cast<uint64_t>(o.seed);
-  torch::manual_seed(stream_key(seed, 0, Stream::classifier_init, 0));
+  random_stream(seed, 0, Stream::classifier_init, 0).seed_default_generators();
   Classifier model(train.sample_shape, classes);
   torch::optim::Adam optimizer(model->parameters(), torch::optim::AdamOptions(o.lr));
   const auto start = std::chrono::steady_clock::now();
@@ -159,8 +159,7 @@ TrainedClassifier train_classifier(const ClassifierOptions& o, const std::functi
   const int64_t steps_per_epoch = (n + o.batch_size - 1) / o.batch_size, total_steps = steps_per_epoch * o.epochs;
   int64_t step = 0;
   for (int64_t epoch = 0; epoch < o.epochs; ++epoch) {
-    auto gen = stream_generator(seed, 0, Stream::classifier_shuffle, static_cast<uint64_t>(epoch));
-    const auto order = torch::randperm(n, gen, torch::kInt64);
+    const auto order = random_stream(seed, 0, Stream::classifier_shuffle, static_cast<uint64_t>(epoch)).permutation(n);
     double loss_sum = 0;
     for (int64_t first = 0; first < n; first += o.batch_size) {
       const int64_t count = std::min(o.batch_size, n - first);

@@ -140,20 +140,21 @@ fs::path data_parent(const std::string& data_path) {
 
 // n rows of a dataset, drawn without repeats by a keyed stream (the same on every rank).
 ImageSource dataset_source(std::shared_ptr<ShardedDataset> data, int64_t n, uint64_t seed, EvalDraw draw) {
-  auto gen = stream_generator(seed, 0, Stream::eval, draw);
-  const auto rows = torch::randperm(data->size(), gen, torch::kInt64).narrow(0, 0, n).contiguous();
+  const auto rows = random_stream(seed, 0, Stream::eval, draw).permutation(data->size()).narrow(0, 0, n).contiguous();
   return [data, rows](int64_t begin, int64_t end) {
     const int64_t* r = rows.data_ptr<int64_t>();
     return data->read(std::vector<int64_t>(r + begin, r + end));
   };
 }
 
-// This rank's samples, in the order measure_quality asks for them; `gen` is this rank's own stream.
+// This rank's samples, in the order measure_quality asks for them; `noise` is this rank's own
+// stream, read on from call to call.
 ImageSource sampler_source(std::shared_ptr<SamplingModel> model, torch::Tensor labels, GenerateParams params,
-                           at::Generator gen, std::string what) {
-  return [=](int64_t begin, int64_t end) mutable {
+                           RandomStream noise, std::string what) {
+  auto shared_noise = std::make_shared<RandomStream>(std::move(noise));
+  return [=](int64_t begin, int64_t end) {
     const auto slice = labels.defined() ? labels.narrow(0, begin, end - begin) : torch::Tensor();
-    return generate(*model, end - begin, slice, params, gen, what);
+    return generate(*model, end - begin, slice, params, *shared_noise, what).cpu();
   };
 }
 
@@ -187,7 +188,8 @@ EvalReport run_eval(const EvalOptions& o, Communicator& comm) {
     if (o.gam && !valid_gam(*o.gam)) fail("eval: --gam must be in [{}, {}], got {}", kMinGam, kMaxGam, *o.gam);
     if (o.cfg_scale && !(*o.cfg_scale >= 0 && *o.cfg_scale <= kMaxCfgScale))
       fail("eval: --cfg-scale must be in [0, {}], got {}", kMaxCfgScale, *o.cfg_scale);
-    auto trained = std::make_shared<SamplingModel>(load_sampling_model(o.checkpoint, o.use_ema));
+    const auto device = choose_device(o.device, comm.local_rank(), backend_facts(), "eval: --device");
+    auto trained = std::make_shared<SamplingModel>(load_sampling_model(o.checkpoint, o.use_ema, false, device));
     const Config& config = trained->config;
     const auto& shape = trained->sample_shape;
     if (shape.size() != 3)
@@ -226,15 +228,15 @@ EvalReport run_eval(const EvalOptions& o, Communicator& comm) {
     if (num_classes > 0) sets.labels = class_labels(std::nullopt, num_classes, o.n);
     const GenerateParams params{steps, {o.gam.value_or(config.sample.gam), config.sample.mu},
                                 num_classes > 0 ? o.cfg_scale.value_or(config.sample.cfg_scale) : 0.0};
-    auto untrained = std::make_shared<SamplingModel>(load_sampling_model(o.checkpoint, o.use_ema, /*untrained=*/true));
+    auto untrained = std::make_shared<SamplingModel>(load_sampling_model(o.checkpoint, o.use_ema, /*untrained=*/true, device));
     const auto what = [&](const char* which) {
       return fmt::format("eval: {} samples (steps {}, gam {}, mu {}, cfg-scale {})", which, steps, params.sampler.gam,
                          params.sampler.mu, params.cfg_scale);
     };
     sets.generated = sampler_source(trained, sets.labels, params,
-                                    stream_generator(seed, comm.rank(), Stream::eval, trained_noise), what("the model's"));
+                                    random_stream(seed, comm.rank(), Stream::eval, trained_noise, device), what("the model's"));
     sets.untrained = sampler_source(untrained, sets.labels, params,
-                                    stream_generator(seed, comm.rank(), Stream::eval, untrained_noise),
+                                    random_stream(seed, comm.rank(), Stream::eval, untrained_noise, device),
                                     what("the untrained model's"));
 
     report.checkpoint = o.checkpoint;

@@ -174,7 +174,7 @@ void save_checkpoint(const std::vector<std::string>& paths, const Checkpoint& c)
   d.insert("data", data);
   c10::impl::GenericDict rng(c10::StringType::get(), c10::AnyType::get());
   rng.insert("seed", c.seed);
-  rng.insert("scheme", std::string("counter: splitmix64(seed, rank, stream, step)"));
+  rng.insert("scheme", c.stream_scheme);
   d.insert("rng", rng);
   d.insert("retained", c10::List<int64_t>(c.retained_steps));
   c10::impl::GenericDict checksum(c10::StringType::get(), c10::AnyType::get());
@@ -234,7 +234,9 @@ Checkpoint load_checkpoint(const std::string& path) {
     auto data = need("data").toGenericDict();
     c.world_size = data.at("world_size").toInt();
     c.data_position = data.at("position").toInt();
-    c.seed = need("rng").toGenericDict().at("seed").toInt();
+    const auto rng = need("rng").toGenericDict();
+    c.seed = rng.at("seed").toInt();
+    c.stream_scheme = rng.contains("scheme") ? rng.at("scheme").toStringRef() : "unrecorded";
     if (auto it = d.find("retained"); it != d.end())
       for (const auto& v : it->value().toIntVector()) c.retained_steps.push_back(v);
   } catch (const c10::Error&) {

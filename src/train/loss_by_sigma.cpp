@@ -18,10 +18,11 @@ torch::Tensor LossBySigma::bin(const torch::Tensor& loss, const torch::Tensor& s
   torch::NoGradGuard no_grad;
   const int64_t k = bins();
   const double lo = edges_.front(), width = (edges_.back() - lo) / static_cast<double>(k);
-  const auto l = loss.detach().reshape({-1}).to(torch::kCPU, torch::kFloat64);
-  const auto s = sigma.detach().reshape({-1}).to(torch::kCPU, torch::kFloat64);
+  // Where the loss is (no copy to the host in the step).
+  const auto l = loss.detach().reshape({-1}).to(torch::kFloat64);
+  const auto s = sigma.detach().reshape({-1}).to(l.device(), torch::kFloat64);
   const auto index = ((s.log() - lo) / width).floor().clamp(0, static_cast<double>(k - 1)).to(torch::kInt64);
-  auto out = torch::zeros({2 * k}, torch::kFloat64);
+  auto out = torch::zeros({2 * k}, l.options());
   out.narrow(0, 0, k).index_add_(0, index, l);
   out.narrow(0, k, k).index_add_(0, index, torch::ones_like(l));
   return out;

@@ -36,6 +36,11 @@ RunDirectory::RunDirectory(const Config& config, const TrainOptions& options, co
                  "difftrain: note: {} was written by {} rank(s), resuming on {}: training continues, but not bit for "
                  "bit as an uninterrupted run would\n",
                  point->path, c.world_size, world_size);
+    if (c.stream_scheme != kStreamScheme)
+      fmt::print(stderr,
+                 "difftrain: note: {} drew its random numbers as '{}', this build draws them as '{}': training "
+                 "continues, but not bit for bit as an uninterrupted run would\n",
+                 point->path, c.stream_scheme, kStreamScheme);
     // Retention may prune the step files this run's lineage wrote here, and only those.
     std::error_code ec;
     const auto here = fs::weakly_canonical(fs::path(config_.run_dir) / "checkpoints", ec);

@@ -83,7 +83,7 @@ Trainer::Trainer(Config config, Communicator& comm, TrainOptions options)
 
   // Every rank builds the same initial weights from the same stream; synchronize() then
   // makes them identical by construction, whatever the ranks' libraries do.
-  torch::manual_seed(stream_key(config_.seed, 0, Stream::init, 0));
+  random_stream(config_.seed, 0, Stream::init, 0).seed_default_generators();
   const std::string shape_source = fmt::format("{} (dataset '{}')", dataset_->shards().front().path, config_.data.dataset);
   model_ = make_model(config_.model, sample_shape_, shape_source);
   model_->to(comm_.device());
@@ -189,24 +189,30 @@ Trainer::StepStats Trainer::step(const std::vector<Batch>& micro_batches, int64_
   StepStats stats;
   auto t0 = Clock::now();
   buckets_->zero_grad();
-  double loss_sum = 0;
-  auto binned = torch::zeros({2 * loss_by_sigma_.bins()}, torch::kFloat64);
+  const auto device = comm_.device();
+  auto loss_sum = torch::zeros({1}, torch::TensorOptions(torch::kFloat32).device(device));
+  auto binned = torch::zeros({2 * loss_by_sigma_.bins()}, torch::TensorOptions(torch::kFloat64).device(device));
+  // What every rank learns with the gradients, after backward: [loss, stop, failed, loss by sigma...].
+  auto extras = [&](bool failed) {
+    const auto flags = torch::tensor({stop_requested() ? 1.f : 0.f, failed ? 1.f : 0.f}).to(device);
+    return torch::cat({loss_sum, flags, binned.to(torch::kFloat32)});
+  };
   const auto accum = static_cast<int64_t>(micro_batches.size());
   if (!local_error) {
     try {
       for (int64_t m = 0; m < accum; ++m) {
         const uint64_t counter = static_cast<uint64_t>((step_index - 1) * accum + m);
-        auto sigma_gen = stream_generator(config_.seed, comm_.rank(), Stream::sigma, counter);
-        auto eps_gen = stream_generator(config_.seed, comm_.rank(), Stream::eps, counter);
-        // Dropout draws from the default generator: keyed like every other draw, so that a
+        auto stream = [&](Stream purpose) { return random_stream(config_.seed, comm_.rank(), purpose, counter, device); };
+        auto sigma_draws = stream(Stream::sigma), eps_draws = stream(Stream::eps);
+        // Dropout draws from the default generators: keyed like every other draw, so that a
         // resumed run drops the same units.
-        torch::manual_seed(stream_key(config_.seed, comm_.rank(), Stream::dropout, counter));
-        const auto x0 = micro_batches[m].x.to(comm_.device());
-        auto sample = generate_train_sample(x0, schedule_, sigma_gen, eps_gen);
+        stream(Stream::dropout).seed_default_generators();
+        const auto x0 = micro_batches[m].x.to(device);
+        auto sample = generate_train_sample(x0, schedule_, sigma_draws, eps_draws);
         if (model_->num_classes() > 0) {
-          auto drop_gen = stream_generator(config_.seed, comm_.rank(), Stream::cond_drop, counter);
-          sample.labels = drop_labels(micro_batches[m].y.to(comm_.device()), config_.train.cond_drop,
-                                      model_->num_classes(), drop_gen);
+          auto drop_draws = stream(Stream::cond_drop);
+          sample.labels = drop_labels(micro_batches[m].y.to(device), config_.train.cond_drop, model_->num_classes(),
+                                      drop_draws);
         }
         torch::Tensor per_example;
         {
@@ -216,9 +222,11 @@ Trainer::StepStats Trainer::step(const std::vector<Batch>& micro_batches, int64_
           per_example = training_loss_per_example(*model_, parameterization_, sample);
         }
         const auto loss = per_example.mean() / static_cast<double>(accum);
-        loss.backward();
-        loss_sum += loss.item<double>();
+        loss_sum += loss.detach().to(torch::kFloat32).reshape({1});
         binned += loss_by_sigma_.bin(per_example, sample.sigma);
+        // The last backward starts each bucket's all-reduce as soon as its gradients are in.
+        if (m + 1 == accum) buckets_->arm(comm_);
+        loss.backward();
       }
     } catch (...) {
       local_error = std::current_exception();
@@ -227,16 +235,16 @@ Trainer::StepStats Trainer::step(const std::vector<Batch>& micro_batches, int64_
   stats.times.compute = seconds_since(t0);
 
   t0 = Clock::now();
-  auto flags = torch::tensor({static_cast<float>(loss_sum), stop_requested() ? 1.f : 0.f, local_error ? 1.f : 0.f});
-  auto extras = torch::cat({flags, binned.to(torch::kFloat32)}).to(comm_.device());
-  buckets_->allreduce_mean(comm_, extras);
-  extras = extras.cpu();
-  stats.loss = extras[0].item<double>();
-  stats.stop = extras[1].item<float>() > 0;
+  // Waits for what backward started, and starts the rest (everything, after a failure).
+  auto shared = extras(local_error != nullptr);
+  buckets_->allreduce_mean(comm_, shared);
+  shared = shared.cpu();
+  stats.loss = shared[0].item<double>();
+  stats.stop = shared[1].item<float>() > 0;
   // Averaged over ranks: the counts are back to totals once multiplied by the rank count.
-  stats.loss_by_sigma = extras.narrow(0, 3, binned.numel()).to(torch::kFloat64) * comm_.size();
+  stats.loss_by_sigma = shared.narrow(0, 3, binned.numel()).to(torch::kFloat64) * comm_.size();
   stats.times.sync = seconds_since(t0);
-  if (extras[2].item<float>() > 0) throw_shared_failure(local_error, step_index);
+  if (shared[2].item<float>() > 0) throw_shared_failure(local_error, step_index);
 
   t0 = Clock::now();
   // Every rank holds the same averaged gradients, so every rank reaches the same verdict.
@@ -274,12 +282,12 @@ void Trainer::write_sample_grid(int64_t step) {
   const int64_t n = classes > 0 ? classes * 8 : 64;
   const auto labels = classes > 0 ? class_labels(std::nullopt, classes, n) : torch::Tensor();
   // The same noise at every grid, so that successive pictures show the model change.
-  auto gen = stream_generator(config_.seed, 0, Stream::sample, 0);
+  auto noise = random_stream(config_.seed, 0, Stream::sample, 0, comm_.device());
   const GenerateParams params{std::min(config_.sample.steps, schedule_.size()),
                               {config_.sample.gam, config_.sample.mu},
                               config_.sample.cfg_scale};
   const auto path = fs::path(config_.run_dir) / "samples" / fmt::format("step-{:07d}.png", step);
-  const auto samples = generate(ema_->model(), schedule_, parameterization_, sample_shape_, n, labels, params, gen,
+  const auto samples = generate(ema_->model(), schedule_, parameterization_, sample_shape_, n, labels, params, noise,
                                 fmt::format("step {}: sample grid {}", step, path.string()));
   fs::create_directories(path.parent_path());
   write_file_atomically(path.string(), samples_picture(samples.cpu(), labels, config_));

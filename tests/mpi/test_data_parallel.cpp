@@ -5,7 +5,6 @@
 
 #include <filesystem>
 
-#include <ATen/CPUGeneratorImpl.h>
 
 #include "difftrain/config.h"
 #include "difftrain/data/batch_loader.h"
@@ -65,6 +64,74 @@ TEST(DataParallel, AveragedGradientEqualsGlobalBatchGradient) {
   for (std::size_t i = 0; i < got.size(); ++i)
     EXPECT_TRUE(torch::allclose(got[i]->grad(), want[i]->grad(), 1e-5, 1e-6)) << got[i].key();
   EXPECT_NEAR(extras.item<float>(), training_loss(*reference, Parameterization::eps, batch).item<float>(), 1e-5);
+}
+
+// k micro-batches on each of the ranks against one batch k x ranks times larger on one
+// rank; the last backward, armed, starts every bucket's all-reduce but bucket 0's itself,
+// last bucket first.
+TEST(DataParallel, BucketsStartDuringTheLastBackwardAndAverageLikeTheGlobalBatch) {
+  const int64_t per_rank = 4, k = 3, ranks = world().size(), rank = world().rank();
+  const auto batch = global_batch(per_rank * ranks * k);
+  auto reference = toy_model();
+  training_loss(*reference, Parameterization::eps, batch).backward();
+
+  auto model = toy_model();
+  GradBuckets buckets(model->parameters(), /*bucket_mb=*/0.01);
+  ASSERT_GT(buckets.num_buckets(), 2u);
+  buckets.zero_grad();
+  for (int64_t m = 0; m < k; ++m) {
+    const auto loss = training_loss(*model, Parameterization::eps, slice(batch, (m * ranks + rank) * per_rank, per_rank)) / k;
+    if (m + 1 == k) buckets.arm(world());
+    loss.backward();
+    if (m + 1 < k) {
+      EXPECT_TRUE(buckets.started_during_backward().empty()) << "micro-batch " << m;
+    }
+  }
+  const auto& started = buckets.started_during_backward();
+  ASSERT_EQ(started.size(), buckets.num_buckets() - 1);
+  for (std::size_t i = 0; i < started.size(); ++i) EXPECT_EQ(started[i], buckets.num_buckets() - 1 - i) << i;
+
+  auto extras = torch::tensor({7.f * static_cast<float>(rank + 1)});
+  buckets.allreduce_mean(world(), extras);
+  const auto got = model->named_parameters(), want = reference->named_parameters();
+  ASSERT_EQ(got.size(), want.size());
+  ASSERT_GT(got.size(), 0u);
+  for (std::size_t i = 0; i < got.size(); ++i)
+    EXPECT_TRUE(torch::allclose(got[i]->grad(), want[i]->grad(), 1e-5, 1e-6)) << got[i].key();
+  EXPECT_FLOAT_EQ(extras.item<float>(), 7.f * static_cast<float>(ranks + 1) / 2);
+}
+
+// A parameter outside the graph keeps its bucket (the one that would start first) from
+// completing during backward, and with it every later one, since all ranks start buckets in
+// one order; allreduce_mean starts them all, and the extras (a failure flag raised after
+// backward) reach every rank.
+TEST(DataParallel, AnIncompleteBucketHoldsTheOthersBackUntilAfterBackward) {
+  const int64_t per_rank = 4, ranks = world().size(), rank = world().rank();
+  const auto batch = global_batch(per_rank * ranks);
+  auto reference = toy_model();
+  training_loss(*reference, Parameterization::eps, batch).backward();
+
+  auto model = toy_model();
+  auto unused = torch::zeros({5}, torch::requires_grad());
+  auto params = model->parameters();
+  params.push_back(unused);
+  GradBuckets buckets(params, /*bucket_mb=*/0.01, /*extras=*/2);
+  ASSERT_GT(buckets.num_buckets(), 2u);
+  buckets.zero_grad();
+  buckets.arm(world());
+  training_loss(*model, Parameterization::eps, slice(batch, rank * per_rank, per_rank)).backward();
+  EXPECT_TRUE(buckets.started_during_backward().empty()) << "the last bucket waits for the unused parameter";
+
+  auto extras = torch::tensor({1.f, rank == 0 ? 1.f : 0.f});
+  buckets.allreduce_mean(world(), extras);
+  EXPECT_FLOAT_EQ(extras[0].item<float>(), 1.f);
+  EXPECT_FLOAT_EQ(extras[1].item<float>(), 1.f / static_cast<float>(ranks)) << "rank 0's late flag";
+  EXPECT_TRUE(torch::equal(unused.grad(), torch::zeros({5})));
+  const auto got = model->named_parameters(), want = reference->named_parameters();
+  ASSERT_EQ(got.size(), want.size());
+  ASSERT_GT(got.size(), 0u);
+  for (std::size_t i = 0; i < got.size(); ++i)
+    EXPECT_TRUE(torch::allclose(got[i]->grad(), want[i]->grad(), 1e-5, 1e-6)) << got[i].key();
 }
 
 TEST(DataParallel, AdamStepsOnRanksMatchOneRank) {
@@ -128,8 +195,7 @@ TEST(DataParallel, SameSeedAndWorldReproduceTheRunExactly) {
 TEST(DataParallel, RandomStreamsDifferPerRank) {
   const auto schedule = log_linear_schedule(200, 0.005, 10);
   for (auto stream : {Stream::sigma, Stream::eps}) {
-    auto gen = stream_generator(0, world().rank(), stream, 1);
-    const auto draws = all_gather(torch::randn({64}, gen));
+    const auto draws = all_gather(random_stream(0, world().rank(), stream, 1).normal({64}));
     for (int r = 0; r < world().size(); ++r)
       for (int q = r + 1; q < world().size(); ++q)
         EXPECT_FALSE(torch::equal(draws[r], draws[q])) << "ranks " << r << " and " << q << " share a stream";
@@ -163,11 +229,9 @@ TEST(DataParallel, StreamKeysAreDistinctAndFollowTheDocumentedFormula) {
       const uint64_t key = stream_key(seed, rank, stream, counter);
       EXPECT_EQ(key, stream_key_by_hand(seed, rank, static_cast<uint64_t>(stream), counter))
           << "rank " << rank << ", stream " << static_cast<int>(stream) << ", counter " << counter;
-      // The same key through two paths: the library's generator, and one seeded here.
-      auto library = stream_generator(seed, rank, stream, counter);
-      auto by_hand = at::make_generator<at::CPUGeneratorImpl>(key);
-      const auto draw = torch::randn({8}, library);
-      EXPECT_TRUE(torch::equal(draw, torch::randn({8}, by_hand))) << "counter " << counter;
+      // The same key through two paths: the library's stream, and one keyed here.
+      const auto draw = random_stream(seed, rank, stream, counter).normal({8});
+      EXPECT_TRUE(torch::equal(draw, RandomStream(key).normal({8}))) << "counter " << counter;
       keys.push_back(static_cast<int64_t>(key));
       draws.push_back(draw);
     }

@@ -94,13 +94,44 @@ def stream_key(seed, rank, purpose, counter):
 
 
 STREAM_SAMPLE = 5
+M32 = 0xFFFFFFFF
+
+
+def philox4x32_10(c, k):
+    c0, c1, c2, c3 = c
+    k0, k1 = k
+    for r in range(10):
+        if r:
+            k0, k1 = (k0 + 0x9E3779B9) & M32, (k1 + 0xBB67AE85) & M32
+        p0, p1 = 0xD2511F53 * c0, 0xCD9E8D57 * c2
+        c0, c1, c2, c3 = (p1 >> 32) ^ c1 ^ k0, p1 & M32, (p0 >> 32) ^ c3 ^ k1, p0 & M32
+    return c0, c1, c2, c3
+
+
+class PhiloxNormals:
+    """difftrain's documented CPU stream: block b = philox((b, 0, 0, 0), key) read as two
+    64-bit words, Box-Muller in double, rounded to float32."""
+
+    def __init__(self, key):
+        self.key, self.block = (key & M32, key >> 32), 0
+
+    def __call__(self, shape):
+        n = math.prod(shape)
+        out = []
+        for b in range(self.block, self.block + (n + 1) // 2):
+            w = philox4x32_10((b & M32, b >> 32, 0, 0), self.key)
+            u0, u1 = [((lo | hi << 32) >> 11) / 2.0 ** 53 for lo, hi in ((w[0], w[1]), (w[2], w[3]))]
+            radius, angle = math.sqrt(-2.0 * math.log(1.0 - u0)), 2.0 * math.pi * u1
+            out += [radius * math.cos(angle), radius * math.sin(angle)]
+        self.block += (n + 1) // 2
+        return torch.tensor(out[:n], dtype=torch.float64).to(torch.float32).view(shape)
 
 
 def reference_samples(model, sigmas, n, seed, gam, mu):
     """smalldiffusion's samples(): the generalized DDPM/DDIM sampler, noise from
     difftrain's documented stream (seed, rank 0, sample, 0)."""
-    gen = torch.Generator().manual_seed(stream_key(seed, 0, STREAM_SAMPLE, 0))
-    noise = lambda: torch.randn((n, 2), generator=gen, dtype=torch.float32)
+    draw = PhiloxNormals(stream_key(seed, 0, STREAM_SAMPLE, 0))
+    noise = lambda: draw((n, 2))
     with torch.no_grad():
         xt = noise() * sigmas[0]
         eps = None

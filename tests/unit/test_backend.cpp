@@ -54,5 +54,23 @@ TEST(Backend, ThisMachinesFactsAgreeWithTheBuild) {
 #endif
 }
 
+TEST(Backend, DeviceForSamplingIsTheRanksGpuWhenThereIsOneAndTheCpuOtherwise) {
+  EXPECT_EQ(choose_device("auto", 0, facts(true, 0, 0)), torch::Device(torch::kCPU));
+  EXPECT_EQ(choose_device("auto", 3, facts(true, 8, 8)), torch::Device(torch::kCUDA, 3));
+  EXPECT_EQ(choose_device("auto", 3, facts(true, 1, 1)), torch::Device(torch::kCUDA, 0));  // one visible GPU per task
+  EXPECT_EQ(choose_device("auto", 5, facts(true, 4, 4)), torch::Device(torch::kCPU));     // more ranks than GPUs
+  EXPECT_EQ(choose_device("cpu", 0, facts(true, 8, 8)), torch::Device(torch::kCPU));
+  EXPECT_EQ(choose_device("cuda", 2, facts(false, 4, 4)), torch::Device(torch::kCUDA, 2));
+  EXPECT_EQ(choose_device("cuda:1", 0, facts(false, 4, 4)), torch::Device(torch::kCUDA, 1));
+  const auto no_gpu = test::error_of([] { choose_device("cuda", 0, facts(true, 0, 0)); });
+  EXPECT_MENTIONS(no_gpu, "--device cuda: no GPU is visible");
+  const auto cpu_torch = test::error_of([] { choose_device("cuda", 0, facts(true, 0, 2)); });
+  EXPECT_MENTIONS(cpu_torch, "LibTorch is CPU-only (the CUDA runtime sees 2 GPUs)");
+  EXPECT_MENTIONS(test::error_of([] { choose_device("cuda:4", 0, facts(true, 4, 4)); }), "cuda:4: this node has 4 GPUs");
+  EXPECT_MENTIONS(test::error_of([] { choose_device("cuda", 5, facts(true, 4, 4)); }), "and this is local rank 5");
+  for (const char* bad : {"gpu", "cuda:", "cuda:x", "cuda:-1", "cuda:1x", ""})
+    EXPECT_MENTIONS(test::error_of([&] { choose_device(bad, 0, facts(true, 1, 1)); }), "--device: expected auto, cpu");
+}
+
 }  // namespace
 }  // namespace difftrain

@@ -77,10 +77,10 @@ void expect_ivalue_equal(const c10::IValue& a, const c10::IValue& b, const std::
 
 // One optimizer step on a batch fixed by `step`, so two runs can be fed identical data.
 void train_step(TimeInputMLP& model, torch::optim::Optimizer& optimizer, int64_t step) {
-  auto gen = difftrain::stream_generator(123, 0, difftrain::Stream::eps, static_cast<uint64_t>(step));
-  const auto x0 = torch::randn({64, 2}, gen, torch::kFloat32);
-  const auto sigma = torch::randn({64, 1}, gen, torch::kFloat32).exp();
-  const auto eps = torch::randn({64, 2}, gen, torch::kFloat32);
+  auto gen = difftrain::random_stream(123, 0, difftrain::Stream::eps, static_cast<uint64_t>(step));
+  const auto x0 = gen.normal({64, 2});
+  const auto sigma = gen.normal({64, 1}).exp();
+  const auto eps = gen.normal({64, 2});
   optimizer.zero_grad();
   const auto loss = torch::mse_loss(model->forward(x0 + sigma * eps, sigma), eps);
   loss.backward();

@@ -64,7 +64,7 @@ TEST(Classifier, TrainingLearnsSeparableImages) {
   HalvesData data;
   const auto [tx, ty] = halves(128, 2);
   // The weights training starts from: drawn from the same stream train_classifier uses.
-  torch::manual_seed(stream_key(0, 0, Stream::classifier_init, 0));
+  random_stream(0, 0, Stream::classifier_init, 0).seed_default_generators();
   Classifier fresh(std::vector<int64_t>{1, 8, 8}, 2);
   const double before = classifier_accuracy(fresh, tx, ty);
   std::vector<EpochReport> epochs;

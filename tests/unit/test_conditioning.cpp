@@ -69,7 +69,7 @@ TEST(Guidance, NeedsOneSigmaForTheBatch) {
 
 TEST(LabelDropout, DropsTheGivenShareToTheNullLabelReproducibly) {
   const auto labels = torch::arange(20000, torch::kInt64).remainder(10);
-  auto gen = stream_generator(3, 1, Stream::cond_drop, 7), same = stream_generator(3, 1, Stream::cond_drop, 7);
+  auto gen = random_stream(3, 1, Stream::cond_drop, 7), same = random_stream(3, 1, Stream::cond_drop, 7);
   const auto dropped = drop_labels(labels, 0.1, 10, gen);
   EXPECT_TRUE(torch::equal(dropped, drop_labels(labels, 0.1, 10, same)));
   const double share = (dropped == 10).to(torch::kFloat64).mean().item<double>();
@@ -77,11 +77,11 @@ TEST(LabelDropout, DropsTheGivenShareToTheNullLabelReproducibly) {
   // What is not dropped is unchanged.
   const auto kept = dropped != 10;
   EXPECT_TRUE(torch::equal(dropped.masked_select(kept), labels.masked_select(kept)));
-  auto g0 = stream_generator(3, 1, Stream::cond_drop, 7), g1 = stream_generator(3, 1, Stream::cond_drop, 7);
+  auto g0 = random_stream(3, 1, Stream::cond_drop, 7), g1 = random_stream(3, 1, Stream::cond_drop, 7);
   EXPECT_TRUE(torch::equal(drop_labels(labels, 0.0, 10, g0), labels));
   EXPECT_TRUE((drop_labels(labels, 1.0, 10, g1) == 10).all().item<bool>());
   // Another step's stream drops other labels.
-  auto other = stream_generator(3, 1, Stream::cond_drop, 8);
+  auto other = random_stream(3, 1, Stream::cond_drop, 8);
   EXPECT_FALSE(torch::equal(drop_labels(labels, 0.1, 10, other), dropped));
 }
 

@@ -1,7 +1,6 @@
 // The diffusion core: training samples, the loss per parameterization, eps recovery, and
 // the generalized sampler (by hand on single steps, and end to end on an analytic
 // denoiser whose samples must land on its point set).
-#include <ATen/CPUGeneratorImpl.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -19,7 +18,7 @@ namespace {
 
 using ::testing::HasSubstr;
 
-at::Generator generator(uint64_t seed) { return at::make_generator<at::CPUGeneratorImpl>(seed); }
+RandomStream generator(uint64_t seed) { return RandomStream(seed); }
 
 std::vector<double> values(const torch::Tensor& t) {
   const auto c = t.to(torch::kFloat64).contiguous();
@@ -95,8 +94,8 @@ class ConstantDenoiser : public Denoiser {
 // A batch in float64 so that the hand computation below agrees to double rounding.
 TrainSample hand_sample() {
   auto g = generator(11);
-  const auto x0 = torch::randn({4, 3}, g, torch::kFloat32).to(torch::kFloat64);
-  const auto eps = torch::randn({4, 3}, g, torch::kFloat32).to(torch::kFloat64);
+  const auto x0 = g.normal({4, 3}).to(torch::kFloat64);
+  const auto eps = g.normal({4, 3}).to(torch::kFloat64);
   const auto sigma = torch::tensor({0.05, 0.7, 3.0, 12.0}, torch::kFloat64).view({4, 1});
   return {x0, sigma, eps};
 }
@@ -177,7 +176,7 @@ std::vector<double> hand_sampler(const std::vector<double>& sigmas, double gam, 
                                  const std::function<double(double x, double sigma)>& eps_fn,
                                  torch::IntArrayRef shape, uint64_t seed) {
   auto gen = generator(seed);
-  auto noise = [&] { return values(torch::randn(shape, gen, torch::kFloat32)); };
+  auto noise = [&] { return values(gen.normal(shape)); };
   std::vector<double> x = noise();
   for (double& v : x) v *= sigmas[0];
   std::vector<double> eps(x.size()), eps_prev(x.size());
@@ -217,7 +216,7 @@ TEST_P(SamplerStep, MatchesTheUpdateRuleByHand) {
     return 0.5 * x + s;
   };
   auto gen = generator(99);
-  const auto out = sample(eps_hat, torch::tensor(sigmas, torch::kFloat64), {gam, mu}, shape, gen, torch::kFloat64);
+  const auto out = sample(eps_hat, torch::tensor(sigmas, torch::kFloat64), {gam, mu}, shape, gen);
   EXPECT_EQ(out.sizes(), torch::IntArrayRef(shape));
   EXPECT_EQ(seen_sigmas, std::vector<double>(sigmas.begin(), sigmas.end() - 1));
 
@@ -244,17 +243,16 @@ TEST(Sampler, FirstStepsWorkedOutOnPaper) {
     return x / s;  // eps(x, s) = x / s
   };
   auto start = generator(5);
-  const double n0 = torch::randn(shape, start).item<double>();
-  const double n1 = torch::randn(shape, start).item<double>();
-  const double n2 = torch::randn(shape, start).item<double>();
+  const double n0 = start.normal(shape).item<double>();
+  const double n1 = start.normal(shape).item<double>();
+  const double n2 = start.normal(shape).item<double>();
 
   // DDIM from 4 -> 2 -> 1: x0 = 4 n0; eps = n0; x1 = x0 - (4 - 2) n0 = 2 n0; then
   // x2 = x1 - (2 - 1) * (x1 / 2) = n0. Deterministic: the noise draws are multiplied by 0.
   {
     xs.clear();
     auto g = generator(5);
-    const double out = sample(eps_hat, torch::tensor({4.0, 2.0, 1.0}, torch::kFloat64), {1, 0}, shape, g,
-                              torch::kFloat64).item<double>();
+    const double out = sample(eps_hat, torch::tensor({4.0, 2.0, 1.0}, torch::kFloat64), {1, 0}, shape, g).item<double>();
     ASSERT_EQ(xs.size(), 2u);
     EXPECT_NEAR(xs[0], 4 * n0, 1e-12);
     EXPECT_NEAR(xs[1], 2 * n0, 1e-12);
@@ -266,13 +264,11 @@ TEST(Sampler, FirstStepsWorkedOutOnPaper) {
   {
     const EpsFn shifted = [](const torch::Tensor& x, const torch::Tensor& s) { return x / s + s; };
     auto g = generator(5);
-    const double out = sample(shifted, torch::tensor({4.0, 2.0, 1.0}, torch::kFloat64), {2, 0}, shape, g,
-                              torch::kFloat64).item<double>();
+    const double out = sample(shifted, torch::tensor({4.0, 2.0, 1.0}, torch::kFloat64), {2, 0}, shape, g).item<double>();
     EXPECT_NEAR(out, n0, 1e-12);
     // With gam = 1 the same steps give x2 = x1 - eps1 = n0 - 6.
     auto g1 = generator(5);
-    const double out1 = sample(shifted, torch::tensor({4.0, 2.0, 1.0}, torch::kFloat64), {1, 0}, shape, g1,
-                               torch::kFloat64).item<double>();
+    const double out1 = sample(shifted, torch::tensor({4.0, 2.0, 1.0}, torch::kFloat64), {1, 0}, shape, g1).item<double>();
     EXPECT_NEAR(out1, n0 - 6, 1e-12);
   }
   // DDPM (mu = 1/2) from 4 -> 2 -> 1: sig_p = 2^2 / 4 = 1, eta = sqrt(4 - 1) = sqrt(3);
@@ -281,8 +277,7 @@ TEST(Sampler, FirstStepsWorkedOutOnPaper) {
   {
     xs.clear();
     auto g = generator(5);
-    const double out = sample(eps_hat, torch::tensor({4.0, 2.0, 1.0}, torch::kFloat64), {1, 0.5}, shape, g,
-                              torch::kFloat64).item<double>();
+    const double out = sample(eps_hat, torch::tensor({4.0, 2.0, 1.0}, torch::kFloat64), {1, 0.5}, shape, g).item<double>();
     const double x1 = n0 + std::sqrt(3.0) * n1;
     ASSERT_EQ(xs.size(), 2u);
     EXPECT_NEAR(xs[1], x1, 1e-12);

@@ -74,9 +74,9 @@ TEST(GradAccum, MicroBatchesEqualOneBatchOfTheirUnion) {
       micro_batches.push_back(points.narrow(0, ((s - 1) * k + m) * b, b));
       // Micro-batch m of step s draws from the streams at counter (s-1)*k + m.
       const auto counter = static_cast<uint64_t>((s - 1) * k + m);
-      auto sigma_gen = stream_generator(config.seed, 0, Stream::sigma, counter);
-      auto eps_gen = stream_generator(config.seed, 0, Stream::eps, counter);
-      const auto part = generate_train_sample(micro_batches.back(), schedule, sigma_gen, eps_gen);
+      auto sigma_draws = random_stream(config.seed, 0, Stream::sigma, counter);
+      auto eps_draws = random_stream(config.seed, 0, Stream::eps, counter);
+      const auto part = generate_train_sample(micro_batches.back(), schedule, sigma_draws, eps_draws);
       x0.push_back(part.x0), sigma.push_back(part.sigma), eps.push_back(part.eps);
     }
     const TrainSample whole{torch::cat(x0), torch::cat(sigma), torch::cat(eps)};

@@ -1,6 +1,5 @@
 // The five schedules against their formulas (DESIGN.md, "The math"), recomputed here in
 // plain double arithmetic, and the sampler's trailing-spacing subset.
-#include <ATen/CPUGeneratorImpl.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -260,7 +259,7 @@ TEST(Schedule, SampleSigmasRejectsStepsOutsideOneToN) {
 TEST(Schedule, SampleBatchDrawsScheduleValuesUniformly) {
   const auto s = log_linear_schedule(10, 0.1, 10);
   const auto sig = to_doubles(s.sigmas());
-  auto gen = at::make_generator<at::CPUGeneratorImpl>(1234);
+  RandomStream gen(1234);
   const int64_t draws = 10000;
   const auto batch = s.sample_batch(draws, gen);
   ASSERT_EQ(batch.sizes(), torch::IntArrayRef({draws}));
@@ -279,13 +278,11 @@ TEST(Schedule, SampleBatchDrawsScheduleValuesUniformly) {
 
 TEST(Schedule, SampleBatchIsReproducibleFromTheSeed) {
   const auto s = ddpm_schedule();
-  auto a = at::make_generator<at::CPUGeneratorImpl>(7);
-  auto b = at::make_generator<at::CPUGeneratorImpl>(7);
-  auto c = at::make_generator<at::CPUGeneratorImpl>(8);
+  RandomStream a(7), b(7), c(8);
   const auto x = s.sample_batch(64, a);
   EXPECT_TRUE(torch::equal(x, s.sample_batch(64, b)));
   EXPECT_FALSE(torch::equal(x, s.sample_batch(64, c)));
-  // The generator advances: the next batch differs from the first.
+  // The stream reads on: the next batch differs from the first.
   EXPECT_FALSE(torch::equal(x, s.sample_batch(64, a)));
 }
 

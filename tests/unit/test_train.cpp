@@ -74,7 +74,7 @@ TEST(Train, SwissrollLearnsAndSamplesLandNearTheCurve) {
   // Untrained weights are far worse: the bar above is not met by chance.
   test::TempDir fresh;
   Trainer untrained(toy_config(fresh, 1), single_rank());
-  auto gen = stream_generator(0, 0, Stream::sample, 0);
+  auto gen = random_stream(0, 0, Stream::sample, 0);
   const auto noise_like = swissroll_curve_distance(
       sample([&](const torch::Tensor& x, const torch::Tensor& s) { return untrained.model().forward(x, s); },
              trainer.schedule().sample_sigmas(20), {2.0, 0.0}, {2000, 2}, gen));

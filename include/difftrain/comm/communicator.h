@@ -8,6 +8,18 @@
 
 namespace difftrain {
 
+// A collective that was started and may still be running.
+class PendingCollective {
+ public:
+  virtual ~PendingCollective() = default;
+  // Lets it progress (MPI advances a non-blocking collective only inside MPI calls) and
+  // says whether it finished. Never blocks.
+  virtual bool test() = 0;
+  // Returns once the result may be used: on the host, when it is there; on a GPU, once the
+  // caller's stream is ordered after it (no host wait).
+  virtual void wait() = 0;
+};
+
 class Communicator {
  public:
   virtual ~Communicator() = default;
@@ -21,6 +33,13 @@ class Communicator {
   // In place, over all ranks. `t` is contiguous and on device().
   virtual void allreduce_sum(torch::Tensor& t) = 0;
   virtual void allreduce_max(torch::Tensor& t) = 0;
+  // allreduce_sum without waiting for it: `t` must stay alive and untouched until the
+  // handle's wait(). Every rank starts the same collectives in the same order. The default
+  // finishes the collective before it returns.
+  virtual std::unique_ptr<PendingCollective> start_allreduce_sum(torch::Tensor& t);
+  // Whether start_allreduce_sum may be called from a thread other than the one that made
+  // the communicator (the autograd engine's, for GPU tensors).
+  virtual bool starts_from_any_thread() const { return false; }
   virtual void broadcast(torch::Tensor& t, int root) = 0;
   virtual void barrier() = 0;
   // Ends every rank of the job with `code`, from any one rank, without waiting for others.
@@ -38,6 +57,13 @@ BackendFacts backend_facts();
 // "auto": nccl when this build has NCCL and LibTorch sees a GPU, else mpi. "nccl" where
 // that is impossible is an error saying why; "mpi" is always possible.
 std::string choose_backend(const std::string& requested, const BackendFacts& facts);
+
+// Where `sample` and `eval` run (`--device`): "auto" is this rank's GPU (cuda:local_rank,
+// or cuda:0 when the rank sees a single GPU) when LibTorch can use one, else the CPU; "cpu";
+// "cuda" (the same GPU as auto, or an error saying why there is none); "cuda:K". `option`
+// names the option in errors.
+torch::Device choose_device(const std::string& requested, int local_rank, const BackendFacts& facts,
+                            const std::string& option = "--device");
 
 // MPI is initialised once per process, here, and finalised at exit. Works with or without
 // mpirun/srun (a run without a launcher is a world of one). Every rank must arrive at the

@@ -1,8 +1,16 @@
 #pragma once
-// Gradient averaging with few, large collectives. Each parameter's .grad() is a view into
-// one of a few flat buckets of about `bucket_mb` each, so backward accumulates straight
-// into the buckets; averaging is one in-place all-reduce per bucket and a scale, with no
-// packing or unpacking. A few extra scalars (the step's loss) ride in the last bucket.
+// Gradient averaging with few, large collectives, started while backward still runs. Each
+// parameter's .grad() is a view into one of a few flat buckets of about `bucket_mb` each,
+// so backward accumulates straight into the buckets. A hook after each parameter's
+// gradient accumulation counts the bucket down; once a bucket is complete during an armed
+// backward, its all-reduce starts (in a fixed order, the same on every rank: the last
+// bucket first, as backward produces the last parameters' gradients first), and the
+// optimizer only waits for what is still running when backward returns. Bucket 0, whose
+// gradients come last, is all-reduced after backward with a blocking call (starting it at
+// the end of backward would overlap nothing, and MPI's blocking collectives are its
+// fastest); it carries a few extra values (the step's loss and flags).
+#include <memory>
+#include <thread>
 #include <vector>
 
 #include <torch/torch.h>
@@ -13,14 +21,26 @@ namespace difftrain {
 
 class GradBuckets {
  public:
-  // Points every parameter's gradient into the buckets (replacing any it had).
+  // Points every parameter's gradient into the buckets (replacing any it had) and hooks
+  // its gradient accumulator.
   GradBuckets(std::vector<torch::Tensor> params, double bucket_mb, int64_t extras = 1);
+  ~GradBuckets();
+  GradBuckets(const GradBuckets&) = delete;
+  GradBuckets& operator=(const GradBuckets&) = delete;
 
   // Sets every gradient to zero (one fill per bucket). Use it instead of the optimizer's
   // zero_grad, which may drop the gradients.
   void zero_grad();
 
-  // Replaces every gradient (and `extras`, float32 [extras]) with its mean over all ranks.
+  // Call before the backward pass that completes the step's gradients (the last
+  // micro-batch's): during it, each bucket's all-reduce but bucket 0's starts as soon as
+  // the bucket is complete.
+  void arm(Communicator& comm);
+
+  // Replaces every gradient and `extras` (float32 [extras]) with their mean over all
+  // ranks: starts what the armed backward did not (all of it when nothing was armed),
+  // all-reduces bucket 0 with the extras, and waits for everything. Every rank calls it
+  // once per step, failed or not.
   void allreduce_mean(Communicator& comm, torch::Tensor& extras);
 
   // The gradients, bucket by bucket, as flat tensors (for norms and clipping in one op a
@@ -28,18 +48,36 @@ class GradBuckets {
   std::vector<torch::Tensor> flat_grads() const;
 
   std::size_t num_buckets() const { return buckets_.size(); }
+  // Buckets whose all-reduce started inside the last armed backward, in start order.
+  const std::vector<std::size_t>& started_during_backward() const { return started_in_backward_; }
 
  private:
   struct Bucket {
     std::vector<std::size_t> params;  // indices into params_
     torch::Tensor flat;               // float32, on the parameters' device
     int64_t grad_numel = 0;           // the gradients' part of `flat` (the rest: extras)
+    int64_t waiting = 0;              // gradients not yet accumulated in the armed backward
+    std::unique_ptr<PendingCollective> pending;
   };
   std::vector<torch::Tensor> params_;
+  std::vector<std::size_t> bucket_of_;  // params_[i] lives in buckets_[bucket_of_[i]]
   std::vector<Bucket> buckets_;
   int64_t extras_;
+  static constexpr std::size_t kLastBucket = 0;  // reduced after backward, with the extras
+  struct Hook;
+  std::vector<std::pair<std::shared_ptr<torch::autograd::Node>, uintptr_t>> hooks_;
+
+  // The armed step.
+  Communicator* comm_ = nullptr;
+  std::thread::id arming_thread_;
+  std::size_t next_ = 0;  // buckets start in order: buckets_.size() - 1 down to 1; next_ counts them
+  std::vector<std::size_t> started_in_backward_;
 
   void bind_views();
+  torch::Tensor extras_slot();
+  void gradient_ready(std::size_t param);
+  void start(std::size_t bucket);
+  std::size_t bucket_in_order(std::size_t k) const { return buckets_.size() - 1 - k; }
 };
 
 }  // namespace difftrain

@@ -22,9 +22,13 @@ class MpiCommunicator : public Communicator {
   torch::Device device() const override { return torch::kCPU; }
   void allreduce_sum(torch::Tensor& t) override;
   void allreduce_max(torch::Tensor& t) override;
+  // MPI_Iallreduce; test() calls MPI_Test, wait() MPI_Wait under the watchdog.
+  std::unique_ptr<PendingCollective> start_allreduce_sum(torch::Tensor& t) override;
   void broadcast(torch::Tensor& t, int root) override;
   void barrier() override;
   [[noreturn]] void abort(int code) override;
+
+  CollectiveWatchdog* watchdog() const { return watchdog_.get(); }  // null in a world of one
 
  private:
   int rank_ = 0, size_ = 1, local_rank_ = 0, local_size_ = 1;
@@ -34,8 +38,8 @@ class MpiCommunicator : public Communicator {
 
 // Before the first collective of a backend, over MPI_COMM_WORLD: every rank calls it with
 // its own error ("" when it has none); when some rank has one, every rank throws the
-// lowest failing rank's message, prefixed "rank R: ".
-void agree_over_mpi(const std::string& error);
+// lowest failing rank's message, prefixed "rank R: ". Bounded by `watchdog` when given.
+void agree_over_mpi(const std::string& error, CollectiveWatchdog* watchdog = nullptr);
 
 // MPI_Init_thread once (MPI_THREAD_FUNNELED) and MPI_Finalize at exit; idempotent.
 void ensure_mpi_initialized();

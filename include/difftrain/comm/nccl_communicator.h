@@ -44,6 +44,11 @@ class NcclCommunicator : public Communicator {
   // back in place when the call returns.
   void allreduce_sum(torch::Tensor& t) override;
   void allreduce_max(torch::Tensor& t) override;
+  // On a communication stream of its own, after what LibTorch's current stream has queued so
+  // far (an event); wait() makes the then-current stream wait for it, the host never does.
+  // The autograd engine's GPU thread may start it (gradient buckets during backward).
+  std::unique_ptr<PendingCollective> start_allreduce_sum(torch::Tensor& t) override;
+  bool starts_from_any_thread() const override { return true; }
   void broadcast(torch::Tensor& t, int root) override;
   void barrier() override;
   [[noreturn]] void abort(int code) override;
@@ -68,6 +73,7 @@ class NcclCommunicator : public Communicator {
   std::mutex mutex_;
   std::condition_variable cv_;
   cudaEvent_t done_ = nullptr;
+  cudaStream_t comm_stream_ = nullptr;  // start_allreduce_sum's collectives
   int64_t enqueued_ns_ = 0;  // 0: nothing in flight
   const char* what_ = "";
   bool stop_ = false;

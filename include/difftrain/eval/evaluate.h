@@ -68,6 +68,7 @@ struct EvalOptions {
   std::string classifier;  // default: classifier.pt in the parent directory of data.path
   std::string test;        // default: test in that same directory
   bool use_ema = true;
+  std::string device = "auto";  // --device: auto (this rank's GPU when there is one), cpu, cuda, cuda:K
 };
 
 struct EvalReport {

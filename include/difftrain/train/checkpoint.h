@@ -13,6 +13,8 @@
 #include <ATen/core/ivalue.h>
 #include <torch/torch.h>
 
+#include "difftrain/random_streams.h"
+
 namespace difftrain {
 
 struct Checkpoint {
@@ -24,6 +26,7 @@ struct Checkpoint {
   int64_t world_size = 1;
   int64_t data_position = 0;  // examples consumed by each rank
   int64_t seed = 0;
+  std::string stream_scheme = kStreamScheme;  // how the random streams derive from the seed
   int64_t skipped_steps = 0;  // non-finite steps skipped so far
   // Steps whose step-NNNNNNN.pt this run wrote beside this checkpoint and still keeps:
   // retention prunes only these, never a file some other run (or the user) put there.
