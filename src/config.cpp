@@ -156,6 +156,7 @@ std::vector<Field> schema(Config& c) {
       field("train.sample_every", c.train.sample_every),
       field("train.precision", c.train.precision),
       field("train.tf32", c.train.tf32),
+      field("train.threads", c.train.threads),
       field("dist.backend", c.dist.backend),
       field("dist.bucket_mb", c.dist.bucket_mb),
       field("dist.check_every", c.dist.check_every),
@@ -327,6 +328,8 @@ void resolve(Config& c) {
   require(t.sample_every >= 0, "train.sample_every", fmt::format("must be >= 0 (0 = off), got {}", t.sample_every));
   require(t.precision == "fp32" || t.precision == "bf16", "train.precision",
           fmt::format("expected fp32 or bf16, got '{}'", abbreviate(t.precision)));
+  require(t.threads >= 0 && t.threads <= 4096, "train.threads",
+          fmt::format("must be in [0, 4096] (0 = the node's cores / its ranks), got {}", t.threads));
 
   const auto& b = c.dist.backend;
   require(b == "auto" || b == "mpi" || b == "nccl", "dist.backend",

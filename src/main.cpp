@@ -25,6 +25,7 @@
 #include "difftrain/sample.h"
 #include "difftrain/schedule.h"
 #include "difftrain/train/stop_signal.h"
+#include "difftrain/train/threads.h"
 #include "difftrain/train/trainer.h"
 
 namespace difftrain {
@@ -155,6 +156,7 @@ int cmd_train(const std::vector<std::string>& args, const TrainOptions& options)
   install_stop_signal_handlers();
   std::unique_ptr<Communicator> comm;
   std::unique_ptr<Trainer> trainer;
+  ThreadPlan threads;
   std::string error;
   try {
     std::string config_path;
@@ -162,6 +164,7 @@ int cmd_train(const std::vector<std::string>& args, const TrainOptions& options)
     split_config_args(args, config_path, overrides);
     const Config config = load_config(config_path, overrides);
     comm = make_communicator(config.dist.backend, config.dist.timeout_s);
+    threads = apply_threads(static_cast<int>(config.train.threads), comm->local_size());
     trainer = std::make_unique<Trainer>(config, *comm, options);
   } catch (const std::exception& e) {
     error = one_line(e);
@@ -188,6 +191,11 @@ int cmd_train(const std::vector<std::string>& args, const TrainOptions& options)
                            what[i], least, most));
       return 1;
     }
+  }
+  if (rank == 0) {
+    fmt::print("threads: {} intra-op thread{} per rank ({}; train.threads or OMP_NUM_THREADS to change)\n",
+               threads.threads, threads.threads == 1 ? "" : "s", threads.reason);
+    std::fflush(stdout);  // before the progress lines
   }
   try {
     trainer->synchronize();

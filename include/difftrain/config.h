@@ -45,6 +45,7 @@ struct TrainConfig {
   int64_t sample_every = 0;      // steps between sample grids in RUN/samples/ (images); 0 = off
   std::string precision = "fp32";  // fp32 | bf16 (autocast for the forward pass)
   bool tf32 = true;                // TF32 matmuls and convolutions on GPUs
+  int64_t threads = 0;             // intra-op threads per rank; 0 = the node's cores / its ranks
 };
 
 struct DistConfig {

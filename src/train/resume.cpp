@@ -67,7 +67,8 @@ bool may_change_on_resume(const std::string& key) {
   static const std::vector<std::string> free = {
       "run_dir",          "train.steps",           "train.lr",       "train.warmup_steps", "train.grad_clip",
       "train.batch_size", "train.grad_accum",      "train.log_every", "train.checkpoint_every",
-      "train.keep_checkpoints", "train.max_bad_steps", "train.sample_every", "train.precision", "train.tf32"};
+      "train.keep_checkpoints", "train.max_bad_steps", "train.sample_every", "train.precision", "train.tf32",
+      "train.threads"};
   if (key.rfind("dist.", 0) == 0 || key.rfind("sample.", 0) == 0) return true;
   return std::find(free.begin(), free.end(), key) != free.end();
 }

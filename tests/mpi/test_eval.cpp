@@ -20,6 +20,7 @@ class AloneCommunicator : public Communicator {
   int rank() const override { return 0; }
   int size() const override { return 1; }
   int local_rank() const override { return 0; }
+  int local_size() const override { return 1; }
   std::string backend() const override { return "alone"; }
   torch::Device device() const override { return torch::kCPU; }
   void allreduce_sum(torch::Tensor&) override {}

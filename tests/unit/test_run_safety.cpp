@@ -288,7 +288,7 @@ TEST(ResumeConfig, EveryKeyIsClassified) {
   EXPECT_EQ(free, (std::vector<std::string>{"run_dir", "train.steps", "train.batch_size", "train.grad_accum",
                                             "train.lr", "train.grad_clip", "train.warmup_steps", "train.log_every",
                                             "train.checkpoint_every", "train.keep_checkpoints",
-                                            "train.max_bad_steps", "train.sample_every", "train.precision", "train.tf32", "dist.backend", "dist.bucket_mb",
+                                            "train.max_bad_steps", "train.sample_every", "train.precision", "train.tf32", "train.threads", "dist.backend", "dist.bucket_mb",
                                             "dist.check_every", "dist.timeout_s", "sample.steps", "sample.gam",
                                             "sample.mu", "sample.n", "sample.cfg_scale", "sample.class"}));
 }

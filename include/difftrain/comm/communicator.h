@@ -26,6 +26,7 @@ class Communicator {
   virtual int rank() const = 0;
   virtual int size() const = 0;
   virtual int local_rank() const = 0;  // rank within this node: picks the GPU
+  virtual int local_size() const = 0;  // ranks on this node
   virtual std::string backend() const = 0;
   // The device this rank's tensors live on (CPU for MPI, cuda:local_rank for NCCL).
   virtual torch::Device device() const = 0;

@@ -17,7 +17,7 @@ class MpiCommunicator : public Communicator {
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   int local_rank() const override { return local_rank_; }
-  int local_size() const { return local_size_; }  // ranks on this node
+  int local_size() const override { return local_size_; }
   std::string backend() const override { return "mpi"; }
   torch::Device device() const override { return torch::kCPU; }
   void allreduce_sum(torch::Tensor& t) override;

@@ -36,6 +36,7 @@ class NcclCommunicator : public Communicator {
   int rank() const override { return mpi_.rank(); }
   int size() const override { return mpi_.size(); }
   int local_rank() const override { return mpi_.local_rank(); }
+  int local_size() const override { return mpi_.local_size(); }
   std::string backend() const override { return "nccl"; }
   torch::Device device() const override { return {torch::kCUDA, static_cast<c10::DeviceIndex>(device_)}; }
 
