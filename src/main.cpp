@@ -2,11 +2,14 @@
 // section is the contract.
 #include <algorithm>
 #include <charconv>
+#include <cstdlib>
 #include <chrono>
 #include <cmath>
 #include <limits>
 #include <string>
 #include <vector>
+
+#include <malloc.h>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -24,6 +27,7 @@
 #include "difftrain/plot_run.h"
 #include "difftrain/sample.h"
 #include "difftrain/schedule.h"
+#include "difftrain/train/bench.h"
 #include "difftrain/train/stop_signal.h"
 #include "difftrain/train/threads.h"
 #include "difftrain/train/trainer.h"
@@ -32,6 +36,17 @@ namespace difftrain {
 namespace {
 
 void report(const std::string& message) { fmt::print(stderr, "difftrain: error: {}\n", message); }
+
+// LibTorch frees a step's activations and allocates them again the next step. Blocks above
+// glibc's mmap threshold (128 KiB at first) are each a fresh mapping, page-faulted in and
+// unmapped again every step: a sixth of an image model's step on the CPU. Kept in the heap,
+// the next step reuses the same pages. MALLOC_MMAP_THRESHOLD_ in the environment chooses
+// otherwise.
+void reuse_freed_memory() {
+  if (std::getenv("MALLOC_MMAP_THRESHOLD_") != nullptr) return;
+  mallopt(M_MMAP_THRESHOLD, 256 << 20);
+  mallopt(M_TRIM_THRESHOLD, 512 << 20);
+}
 
 // "CONFIG.yaml key.sub=value ...": the first word without '=' is the config file.
 void split_config_args(const std::vector<std::string>& args, std::string& config, std::vector<std::string>& overrides) {
@@ -152,12 +167,30 @@ int cmd_prepare(const PrepareArgs& a) {
 // the lowest failing rank reports, every rank exits 1. Once training runs, a rank-local
 // failure rides in the step's all-reduce (RankError on that rank, PeerError on the
 // others), so all ranks still exit together; only a failure outside that path aborts.
-int cmd_train(const std::vector<std::string>& args, const TrainOptions& options) {
+struct BenchArgs {
+  int64_t steps = 50, warmup = 5;
+};
+
+// `difftrain bench`: the same set-up as training, then timed steps instead of a run.
+int bench(Trainer& trainer, Communicator& comm, const BenchArgs& args, int64_t global_batch, int threads) {
+  double wall_s = 0;
+  const auto split = trainer.bench(args.steps, args.warmup, wall_s);
+  const RankBench mine{wall_s / static_cast<double>(args.steps) * 1e3, split, peak_rss_mb(), peak_gpu_mb(comm.device())};
+  BenchReport report;
+  report.steps = args.steps, report.warmup = args.warmup, report.global_batch = global_batch;
+  report.model_params = trainer.fingerprint().at(2), report.threads = threads, report.backend = comm.backend();
+  report.ranks = gather_rank_bench(comm, mine);
+  if (comm.rank() == 0) fmt::print("{}{}\n", bench_table(report), bench_json(report).dump());
+  return 0;
+}
+
+int cmd_train(const std::vector<std::string>& args, const TrainOptions& options, const BenchArgs* bench_args = nullptr) {
   install_stop_signal_handlers();
   std::unique_ptr<Communicator> comm;
   std::unique_ptr<Trainer> trainer;
   ThreadPlan threads;
   std::string error;
+  int64_t global_batch = 0;
   try {
     std::string config_path;
     std::vector<std::string> overrides;
@@ -166,6 +199,7 @@ int cmd_train(const std::vector<std::string>& args, const TrainOptions& options)
     comm = make_communicator(config.dist.backend, config.dist.timeout_s);
     threads = apply_threads(static_cast<int>(config.train.threads), comm->local_size());
     trainer = std::make_unique<Trainer>(config, *comm, options);
+    global_batch = config.train.batch_size;
   } catch (const std::exception& e) {
     error = one_line(e);
   }
@@ -198,6 +232,7 @@ int cmd_train(const std::vector<std::string>& args, const TrainOptions& options)
     std::fflush(stdout);  // before the progress lines
   }
   try {
+    if (bench_args) return bench(*trainer, *comm, *bench_args, global_batch, threads.threads);
     trainer->synchronize();
     const auto result = trainer->run();
     if (rank == 0 && result.preempted)
@@ -272,6 +307,7 @@ int cmd_eval(const EvalOptions& options) {
 
 int main(int argc, char** argv) {
   using namespace difftrain;
+  reuse_freed_memory();
   CLI::App app{"difftrain: train diffusion models on one or many ranks (one per GPU or CPU slot)"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "difftrain 0.1.0");
@@ -310,6 +346,19 @@ int main(int argc, char** argv) {
                 "Exit status: 0 done; 1 error (one line names it); 75 stopped by SIGTERM/SIGUSR1/SIGINT/SIGHUP after\n"
                 "writing a checkpoint (run the same command again to resume); 128 + signal stopped during set-up or\n"
                 "by a second Ctrl-C.");
+
+  auto* bench_cmd = app.add_subcommand(
+      "bench", "Time the training step (per phase, every rank), samples/s and peak memory; writes nothing");
+  std::vector<std::string> bench_config_args;
+  BenchArgs bench_args;
+  bench_cmd->add_option("CONFIG_AND_OVERRIDES", bench_config_args, "CONFIG.yaml, then any key.sub=value overrides");
+  bench_cmd->add_option("--steps", bench_args.steps, "Timed steps")->capture_default_str();
+  bench_cmd->add_option("--warmup", bench_args.warmup, "Untimed steps first")->capture_default_str();
+  bench_cmd->footer(
+      "\nRuns the real training step (data, forward and backward, gradient all-reduce, optimizer, EMA, a logging\n"
+      "step's record) from the config's data and model, without a run directory, checkpoints or sample grids.\n"
+      "Under mpirun every rank is timed; the last line is JSON: ranks, samples_per_s (all ranks), step_ms and\n"
+      "split_ms (data, compute, sync, optim, ema, log) of the slowest rank, peak_rss_mb, per_rank.");
 
   auto* sample = app.add_subcommand("sample", "Draw samples from a checkpoint");
   SampleOptions so;
@@ -393,7 +442,7 @@ int main(int argc, char** argv) {
   } catch (const CLI::Success& e) {  // --help, --version
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    const std::vector<std::string> commands{prepare->get_name(), train->get_name(), sample->get_name(),
+    const std::vector<std::string> commands{prepare->get_name(), train->get_name(), bench_cmd->get_name(), sample->get_name(),
                                             schedule->get_name(), plot->get_name(),
                                             classifier->get_name(), eval->get_name()};
     const std::string first = argc > 1 ? argv[1] : "";
@@ -407,6 +456,10 @@ int main(int argc, char** argv) {
   try {
     if (*prepare) return cmd_prepare(pa);
     if (*train) return cmd_train(train_args, train_options);
+    if (*bench_cmd) {
+      if (bench_args.steps < 1 || bench_args.warmup < 0) fail("bench: --steps must be at least 1 and --warmup at least 0");
+      return cmd_train(bench_config_args, TrainOptions{}, &bench_args);
+    }
     if (*sample) {
       so.use_ema = weights == "ema";
       const auto samples = run_sample(so);

@@ -3,6 +3,7 @@
 #include <torch/csrc/autograd/function_hook.h>
 
 #include "difftrain/error.h"
+#include "difftrain/flat_buffer.h"
 
 namespace difftrain {
 
@@ -21,24 +22,34 @@ struct GradBuckets::Hook : torch::autograd::FunctionPostHook {
 GradBuckets::GradBuckets(std::vector<torch::Tensor> params, double bucket_mb, int64_t extras)
     : params_(std::move(params)), extras_(extras) {
   if (params_.empty()) fail("gradient buckets: the model has no parameters");
+  for (std::size_t i = 0; i < params_.size(); ++i)
+    if (params_[i].scalar_type() != torch::kFloat32) fail("gradient buckets: parameter {} is not float32", i);
+  offsets_ = flat_offsets(params_);
+  // Whole cache lines of extras, so that the gradients start aligned for vector loads.
+  const int64_t lead = (extras_ + 15) / 16 * 16;
+  buffer_ = torch::zeros({lead + offsets_.back()}, params_.front().options().requires_grad(false));
+  grads_ = buffer_.narrow(0, lead, offsets_.back());
   const int64_t capacity = std::max<int64_t>(1, static_cast<int64_t>(bucket_mb * (1 << 20) / 4));
   Bucket current;
+  int64_t filled = 0;
   for (std::size_t i = 0; i < params_.size(); ++i) {
-    if (params_[i].scalar_type() != torch::kFloat32) fail("gradient buckets: parameter {} is not float32", i);
     const int64_t n = params_[i].numel();
-    if (!current.params.empty() && current.grad_numel + n > capacity) {
+    if (!current.params.empty() && filled + n > capacity) {
       buckets_.push_back(std::move(current));
-      current = Bucket{};
+      current = Bucket{}, filled = 0;
     }
     current.params.push_back(i);
-    current.grad_numel += n;
+    filled += n;
   }
   buckets_.push_back(std::move(current));
   bucket_of_.resize(params_.size());
   for (std::size_t b = 0; b < buckets_.size(); ++b) {
-    const int64_t n = buckets_[b].grad_numel + (b == kLastBucket ? extras_ : 0);
-    buckets_[b].flat = torch::zeros({n}, params_.front().options().requires_grad(false));
-    for (auto i : buckets_[b].params) bucket_of_[i] = b;
+    const auto& members = buckets_[b].params;
+    // Bucket 0 also holds the lead (the extras), so that they travel in its all-reduce.
+    const int64_t begin = b == kLastBucket ? 0 : lead + offsets_[members.front()];
+    const int64_t end = lead + offsets_[members.back() + 1];
+    buckets_[b].flat = buffer_.narrow(0, begin, end - begin);
+    for (auto i : members) bucket_of_[i] = b;
   }
   bind_views();
   for (std::size_t i = 0; i < params_.size(); ++i) {
@@ -57,35 +68,28 @@ GradBuckets::~GradBuckets() {
 
 void GradBuckets::bind_views() {
   torch::NoGradGuard no_grad;
-  for (auto& bucket : buckets_) {
-    int64_t offset = 0;
-    for (auto i : bucket.params) {
-      auto& p = params_[i];
-      auto view = bucket.flat.narrow(0, offset, p.numel()).view(p.sizes());
-      if (p.grad().defined() && !p.grad().is_same(view)) view.copy_(p.grad());
-      p.mutable_grad() = view;
-      offset += p.numel();
-    }
+  for (std::size_t i = 0; i < params_.size(); ++i) {
+    auto& p = params_[i];
+    auto view = grads_.narrow(0, offsets_[i], p.numel()).view(p.sizes());
+    if (p.grad().defined() && !p.grad().is_same(view)) view.copy_(p.grad());
+    p.mutable_grad() = view;
   }
+}
+
+bool GradBuckets::views_bound() const {
+  const auto* base = static_cast<const float*>(grads_.data_ptr());
+  for (std::size_t i = 0; i < params_.size(); ++i) {
+    const auto& g = params_[i].grad();
+    if (!g.defined() || g.data_ptr() != base + offsets_[i]) return false;
+  }
+  return true;
 }
 
 void GradBuckets::zero_grad() {
-  for (auto& bucket : buckets_) bucket.flat.zero_();
+  buffer_.zero_();
   // Something (an optimizer's zero_grad(set_to_none), user code) may have replaced a
-  // gradient; point it back into its bucket.
-  for (const auto& bucket : buckets_) {
-    int64_t offset = 0;
-    for (auto i : bucket.params) {
-      const auto& g = params_[i].grad();
-      if (!g.defined() || g.data_ptr() != static_cast<float*>(bucket.flat.data_ptr()) + offset) return bind_views();
-      offset += params_[i].numel();
-    }
-  }
-}
-
-torch::Tensor GradBuckets::extras_slot() {
-  auto& bucket = buckets_[kLastBucket];
-  return bucket.flat.narrow(0, bucket.grad_numel, extras_);
+  // gradient; point it back into the buffer.
+  if (!views_bound()) bind_views();
 }
 
 void GradBuckets::arm(Communicator& comm) {
@@ -106,7 +110,7 @@ void GradBuckets::gradient_ready(std::size_t param) {
   auto& bucket = buckets_[bucket_of_[param]];
   if (--bucket.waiting > 0) return;
   // MPI may only be called from the thread that armed (MPI_THREAD_FUNNELED); the rest
-  // starts in allreduce_mean.
+  // starts in allreduce_sum.
   if (std::this_thread::get_id() != arming_thread_ && !comm_->starts_from_any_thread()) return;
   while (next_ + 1 < buckets_.size() && buckets_[bucket_in_order(next_)].waiting == 0) {
     started_in_backward_.push_back(bucket_in_order(next_));
@@ -122,7 +126,7 @@ void GradBuckets::start(std::size_t bucket) {
   ++next_;
 }
 
-void GradBuckets::allreduce_mean(Communicator& comm, torch::Tensor& extras) {
+void GradBuckets::allreduce_sum(Communicator& comm, torch::Tensor& extras) {
   if (extras.numel() != extras_) fail("gradient buckets: expected {} extra values, got {}", extras_, extras.numel());
   if (comm.size() == 1) {
     comm_ = nullptr;
@@ -134,19 +138,10 @@ void GradBuckets::allreduce_mean(Communicator& comm, torch::Tensor& extras) {
   while (next_ + 1 < buckets_.size()) start(bucket_in_order(next_));
   extras_slot().copy_(extras.reshape({-1}));
   comm.allreduce_sum(buckets_[kLastBucket].flat);
-  const double scale = 1.0 / comm.size();
-  for (auto& bucket : buckets_) {
+  for (auto& bucket : buckets_)
     if (bucket.pending) bucket.pending->wait(), bucket.pending.reset();
-    bucket.flat.mul_(scale);
-  }
   comm_ = nullptr;
   extras.copy_(extras_slot().view(extras.sizes()));
-}
-
-std::vector<torch::Tensor> GradBuckets::flat_grads() const {
-  std::vector<torch::Tensor> out;
-  for (const auto& bucket : buckets_) out.push_back(bucket.flat.narrow(0, 0, bucket.grad_numel));
-  return out;
 }
 
 }  // namespace difftrain

@@ -1,6 +1,9 @@
 #include "difftrain/train/ema.h"
 
+#include <ATen/Parallel.h>
+
 #include "difftrain/error.h"
+#include "difftrain/flat_buffer.h"
 
 namespace difftrain {
 
@@ -17,18 +20,31 @@ Ema::Ema(std::shared_ptr<Denoiser> shadow, Denoiser& model, double decay)
     : shadow_(std::move(shadow)), decay_(decay) {
   copy_weights(model, *shadow_);
   for (auto& p : shadow_->parameters()) p.set_requires_grad(false);
-  shadow_params_ = shadow_->parameters();
+  shadow_values_ = flat_buffer(shadow_->parameters());
+  model_values_ = flat_buffer(model.parameters());
   shadow_buffers_ = shadow_->buffers();
+  model_buffers_ = model.buffers();
 }
 
-void Ema::update(Denoiser& model) {
+void Ema::update() {
   torch::NoGradGuard no_grad;
   const double d = std::min(decay_, (1.0 + updates_) / (10.0 + updates_));
   ++updates_;
-  const auto params = model.parameters();
-  for (std::size_t i = 0; i < params.size(); ++i) shadow_params_[i].lerp_(params[i], 1 - d);
-  const auto buffers = model.buffers();
-  for (std::size_t i = 0; i < buffers.size(); ++i) shadow_buffers_[i].copy_(buffers[i]);
+  const auto weight = static_cast<float>(1 - d);
+  if (shadow_values_.is_cpu()) {
+    // One pass, as ATen's lerp computes it (in float, the form chosen by the weight).
+    float* shadow = shadow_values_.data_ptr<float>();
+    const float* model = model_values_.data_ptr<float>();
+    at::parallel_for(0, shadow_values_.numel(), 1 << 15, [&](int64_t begin, int64_t end) {
+      if (weight < 0.5f)
+        for (int64_t i = begin; i < end; ++i) shadow[i] = shadow[i] + weight * (model[i] - shadow[i]);
+      else
+        for (int64_t i = begin; i < end; ++i) shadow[i] = model[i] - (model[i] - shadow[i]) * (1.0f - weight);
+    });
+  } else {
+    shadow_values_.lerp_(model_values_, weight);
+  }
+  for (std::size_t i = 0; i < model_buffers_.size(); ++i) shadow_buffers_[i].copy_(model_buffers_[i]);
 }
 
 }  // namespace difftrain

@@ -20,9 +20,11 @@ namespace difftrain {
 using nlohmann::ordered_json;
 
 StepTimes& StepTimes::operator+=(const StepTimes& o) {
-  data += o.data, compute += o.compute, sync += o.sync, optim += o.optim;
+  data += o.data, compute += o.compute, sync += o.sync, optim += o.optim, ema += o.ema, log += o.log;
   return *this;
 }
+
+StepTimes StepTimes::operator/(double n) const { return {data / n, compute / n, sync / n, optim / n, ema / n, log / n}; }
 
 namespace {
 
@@ -50,7 +52,8 @@ ordered_json to_json(const LogRecord& r) {
           {"lr", r.lr},
           {"steps_per_s", r.steps_per_s},
           {"skipped_steps", r.skipped},
-          {"time_s", {{"data", r.times.data}, {"compute", r.times.compute}, {"sync", r.times.sync}, {"optim", r.times.optim}}}};
+          {"time_s", {{"data", r.times.data}, {"compute", r.times.compute}, {"sync", r.times.sync}, {"optim", r.times.optim},
+                      {"ema", r.times.ema}, {"log", r.times.log}}}};
   if (!r.log_sigma_edges.empty()) {
     ordered_json mean = ordered_json::array(), count = ordered_json::array();
     for (std::size_t i = 0; i < r.loss_sums.size(); ++i) {

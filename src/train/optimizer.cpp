@@ -1,134 +1,145 @@
 #include "difftrain/train/optimizer.h"
 
+#include <cmath>
+
+#include <ATen/Parallel.h>
+
 #include "difftrain/error.h"
+#include "difftrain/flat_buffer.h"
 
 namespace difftrain {
 
-std::unique_ptr<torch::optim::Optimizer> make_optimizer(std::vector<torch::Tensor> params, const TrainConfig& c) {
-  const std::tuple<double, double> betas{c.betas.at(0), c.betas.at(1)};
-  const double wd = c.weight_decay.value_or(c.optimizer == "adamw" ? 0.01 : 0.0);
-  if (c.optimizer == "adamw")
-    return std::make_unique<torch::optim::AdamW>(
-        params, torch::optim::AdamWOptions(c.lr).betas(betas).eps(c.adam_eps).weight_decay(wd));
-  if (c.optimizer == "adam")
-    return std::make_unique<torch::optim::Adam>(
-        params, torch::optim::AdamOptions(c.lr).betas(betas).eps(c.adam_eps).weight_decay(wd));
-  fail("config: key 'train.optimizer': unknown optimizer '{}'", c.optimizer);
+namespace {
+
+void check_buffers(const torch::Tensor& values, const torch::Tensor& grads, const torch::Tensor& exp_avg,
+                   const torch::Tensor& exp_avg_sq) {
+  for (const auto* t : {&grads, &exp_avg, &exp_avg_sq})
+    if (t->numel() != values.numel() || t->scalar_type() != torch::kFloat32 || !t->is_contiguous() ||
+        t->device() != values.device())
+      fail("optimizer: buffers of {} and {} values (or of other types or devices) do not match", values.numel(),
+           t->numel());
 }
 
-double learning_rate(const TrainConfig& c, int64_t step) {
-  if (c.warmup_steps <= 0 || step >= c.warmup_steps) return c.lr;
-  return c.lr * static_cast<double>(std::max<int64_t>(step, 1)) / static_cast<double>(c.warmup_steps);
-}
-
-void set_learning_rate(torch::optim::Optimizer& optimizer, double lr) {
-  for (auto& group : optimizer.param_groups()) group.options().set_lr(lr);
-}
+}  // namespace
 
 namespace {
 
-c10::impl::GenericDict string_dict() { return c10::impl::GenericDict(c10::StringType::get(), c10::AnyType::get()); }
+// One range of the fused update; Decay: AdamW's weight decay, L2: Adam's. Each line is one
+// of torch.optim's tensor operations, in float32 as ATen computes them (scalars rounded to
+// float first), so the fused pass and the tensor operations agree to rounding and both match
+// PyTorch. The loop has no branches, so the compiler vectorises it (this file is built with
+// -O3 -fno-math-errno for that: sqrt then needs no errno path).
+struct AdamScalars {
+  float b1, b2, one_minus_b1, one_minus_b2, decay_factor, l2_factor, neg_step_size, correction2_sqrt, eps;
+};
 
-std::string key_of(const torch::Tensor& p) { return c10::guts::to_string(p.unsafeGetTensorImpl()); }
-
-// Adam and AdamW keep the same per-parameter state under different types.
-template <typename State>
-State* state_of(torch::optim::Optimizer& optimizer, const torch::Tensor& p) {
-  auto it = optimizer.state().find(key_of(p));
-  return it == optimizer.state().end() ? nullptr : static_cast<State*>(it->second.get());
-}
-
-template <typename State>
-void collect(torch::optim::Optimizer& optimizer, c10::impl::GenericDict& out) {
-  int64_t index = 0;
-  for (const auto& p : optimizer.param_groups().at(0).params()) {
-    if (auto* s = state_of<State>(optimizer, p)) {
-      auto entry = string_dict();
-      entry.insert("step", s->step());
-      entry.insert("exp_avg", s->exp_avg());
-      entry.insert("exp_avg_sq", s->exp_avg_sq());
-      out.insert(index, entry);
-    }
-    ++index;
-  }
-}
-
-template <typename State>
-void restore(torch::optim::Optimizer& optimizer, const c10::impl::GenericDict& state) {
-  int64_t index = 0;
-  for (const auto& p : optimizer.param_groups().at(0).params()) {
-    auto found = state.find(c10::IValue(index));
-    ++index;
-    if (found == state.end()) continue;
-    auto entry = found->value().toGenericDict();
-    auto exp_avg = entry.at("exp_avg").toTensor(), exp_avg_sq = entry.at("exp_avg_sq").toTensor();
-    if (exp_avg.sizes() != p.sizes() || exp_avg_sq.sizes() != p.sizes())
-      fail("checkpoint: optimizer state of parameter {} has shape {}, the model's is {}", index - 1,
-           exp_avg.sizes(), p.sizes());
-    auto s = std::make_unique<State>();
-    s->step(entry.at("step").toInt());
-    s->exp_avg(exp_avg.to(p.device()).clone());
-    s->exp_avg_sq(exp_avg_sq.to(p.device()).clone());
-    optimizer.state()[key_of(p)] = std::move(s);
-  }
-}
-
-bool is_adamw(torch::optim::Optimizer& optimizer) {
-  return dynamic_cast<torch::optim::AdamW*>(&optimizer) != nullptr;
-}
-
-template <typename State>
-void broadcast_state(torch::optim::Optimizer& optimizer, Communicator& comm) {
-  const auto& params = optimizer.param_groups().at(0).params();
-  auto has_state = torch::tensor({static_cast<int64_t>(!optimizer.state().empty())});
-  comm.broadcast(has_state, 0);
-  if (has_state.item<int64_t>() == 0) return;
-  auto steps = torch::zeros({static_cast<int64_t>(params.size())}, torch::kInt64);
-  for (std::size_t i = 0; i < params.size(); ++i) {
-    auto* s = state_of<State>(optimizer, params[i]);
-    if (!s) {  // a parameter rank 0 never stepped, or any parameter on the other ranks
-      auto fresh = std::make_unique<State>();
-      fresh->exp_avg(torch::zeros_like(params[i]));
-      fresh->exp_avg_sq(torch::zeros_like(params[i]));
-      s = fresh.get();
-      optimizer.state()[key_of(params[i])] = std::move(fresh);
-    }
-    steps[i] = s->step();
-  }
-  comm.broadcast(steps, 0);
-  for (std::size_t i = 0; i < params.size(); ++i) {
-    auto* s = state_of<State>(optimizer, params[i]);
-    s->step(steps[i].item<int64_t>());
-    auto exp_avg = s->exp_avg().contiguous(), exp_avg_sq = s->exp_avg_sq().contiguous();
-    comm.broadcast(exp_avg, 0);
-    comm.broadcast(exp_avg_sq, 0);
-    s->exp_avg(exp_avg);
-    s->exp_avg_sq(exp_avg_sq);
+template <bool Decay, bool L2>
+void adam_range(float* __restrict p, const float* __restrict g, float* __restrict m, float* __restrict v, int64_t n,
+                const AdamScalars s) {
+  for (int64_t i = 0; i < n; ++i) {
+    float pi = p[i], gi = g[i];
+    if constexpr (Decay) pi = pi * s.decay_factor;                   // p.mul_(1 - lr * wd)
+    if constexpr (L2) gi = gi + s.l2_factor * pi;                     // grad.add(p, wd)
+    const float mi = m[i] * s.b1 + s.one_minus_b1 * gi;               // exp_avg.mul_(b1).add_(g, 1 - b1)
+    const float vi = v[i] * s.b2 + s.one_minus_b2 * gi * gi;          // exp_avg_sq.mul_(b2).addcmul_(g, g, 1 - b2)
+    const float denom = std::sqrt(vi) / s.correction2_sqrt + s.eps;  // (sqrt(v) / sqrt(c2)).add_(eps)
+    p[i] = pi + s.neg_step_size * mi / denom;                         // p.addcdiv_(m, denom, -step_size)
+    m[i] = mi, v[i] = vi;
   }
 }
 
 }  // namespace
 
-c10::IValue optimizer_state(torch::optim::Optimizer& optimizer) {
+void adam_update_fused_cpu(torch::Tensor& values, const torch::Tensor& grads, torch::Tensor& exp_avg,
+                           torch::Tensor& exp_avg_sq, const AdamHyper& h) {
+  check_buffers(values, grads, exp_avg, exp_avg_sq);
+  if (!values.is_cpu() || !values.is_contiguous()) fail("optimizer: the fused update runs on contiguous CPU buffers");
+  const double correction1 = 1 - std::pow(h.beta1, static_cast<double>(h.step));
+  const double correction2 = 1 - std::pow(h.beta2, static_cast<double>(h.step));
+  const AdamScalars s{static_cast<float>(h.beta1),
+                      static_cast<float>(h.beta2),
+                      static_cast<float>(1 - h.beta1),
+                      static_cast<float>(1 - h.beta2),
+                      static_cast<float>(1 - h.lr * h.weight_decay),
+                      static_cast<float>(h.weight_decay),
+                      static_cast<float>(-(h.lr / correction1)),
+                      static_cast<float>(std::sqrt(correction2)),
+                      static_cast<float>(h.eps)};
+  const bool decay = h.weight_decay != 0 && h.decoupled, l2 = h.weight_decay != 0 && !h.decoupled;
+  const auto range = decay ? adam_range<true, false> : l2 ? adam_range<false, true> : adam_range<false, false>;
+  float* p = values.data_ptr<float>();
+  const float* g = grads.data_ptr<float>();
+  float* m = exp_avg.data_ptr<float>();
+  float* v = exp_avg_sq.data_ptr<float>();
+  at::parallel_for(0, values.numel(), 1 << 15, [&](int64_t begin, int64_t end) {
+    range(p + begin, g + begin, m + begin, v + begin, end - begin, s);
+  });
+}
+
+void adam_update_tensor_ops(torch::Tensor& values, const torch::Tensor& grads, torch::Tensor& exp_avg,
+                            torch::Tensor& exp_avg_sq, const AdamHyper& h) {
+  check_buffers(values, grads, exp_avg, exp_avg_sq);
+  torch::NoGradGuard no_grad;
+  auto g = grads;
+  if (h.weight_decay != 0 && h.decoupled) values.mul_(1 - h.lr * h.weight_decay);
+  if (h.weight_decay != 0 && !h.decoupled) g = grads.add(values, h.weight_decay);
+  exp_avg.mul_(h.beta1).add_(g, 1 - h.beta1);
+  exp_avg_sq.mul_(h.beta2).addcmul_(g, g, 1 - h.beta2);
+  const double correction1 = 1 - std::pow(h.beta1, static_cast<double>(h.step));
+  const double correction2 = 1 - std::pow(h.beta2, static_cast<double>(h.step));
+  const auto denom = (exp_avg_sq.sqrt() / std::sqrt(correction2)).add_(h.eps);
+  values.addcdiv_(exp_avg, denom, -(h.lr / correction1));
+}
+
+FlatAdam::FlatAdam(std::vector<torch::Tensor> params, const AdamHyper& hyper)
+    : params_(std::move(params)), offsets_(flat_offsets(params_)), values_(flat_buffer(params_)), hyper_(hyper) {
+  if (values_.scalar_type() != torch::kFloat32) fail("optimizer: parameters must be float32, not {}", c10::toString(values_.scalar_type()));
+  exp_avg_ = torch::zeros_like(values_);
+  exp_avg_sq_ = torch::zeros_like(values_);
+}
+
+void FlatAdam::step(const torch::Tensor& grads) {
+  AdamHyper h = hyper_;
+  h.step = ++steps_;
+  if (values_.is_cpu()) adam_update_fused_cpu(values_, grads, exp_avg_, exp_avg_sq_, h);
+  else adam_update_tensor_ops(values_, grads, exp_avg_, exp_avg_sq_, h);
+}
+
+void FlatAdam::step() {
+  std::vector<torch::Tensor> grads;
+  for (const auto& p : params_) grads.push_back(p.grad().defined() ? p.grad().reshape({-1}) : torch::zeros_like(p).reshape({-1}));
+  step(torch::cat(grads));
+}
+
+void FlatAdam::zero_grad() {
+  for (auto& p : params_)
+    if (p.grad().defined()) p.mutable_grad().zero_();
+}
+
+namespace {
+c10::impl::GenericDict string_dict() { return c10::impl::GenericDict(c10::StringType::get(), c10::AnyType::get()); }
+}  // namespace
+
+c10::IValue FlatAdam::state_dict() const {
   c10::impl::GenericDict state(c10::IntType::get(), c10::AnyType::get());
-  const auto& group = optimizer.param_groups().at(0);
+  if (steps_ > 0)
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      auto entry = string_dict();
+      const auto slice = [&](const torch::Tensor& flat) {
+        return flat.narrow(0, offsets_[i], params_[i].numel()).view(params_[i].sizes()).detach().cpu().clone();
+      };
+      entry.insert("step", steps_);
+      entry.insert("exp_avg", slice(exp_avg_));
+      entry.insert("exp_avg_sq", slice(exp_avg_sq_));
+      state.insert(static_cast<int64_t>(i), entry);
+    }
   auto options = string_dict();
-  options.insert("lr", group.options().get_lr());
-  if (is_adamw(optimizer)) {
-    collect<torch::optim::AdamWParamState>(optimizer, state);
-    const auto& o = static_cast<const torch::optim::AdamWOptions&>(group.options());
-    options.insert("betas", c10::ivalue::Tuple::create({std::get<0>(o.betas()), std::get<1>(o.betas())}));
-    options.insert("eps", o.eps());
-    options.insert("weight_decay", o.weight_decay());
-  } else {
-    collect<torch::optim::AdamParamState>(optimizer, state);
-    const auto& o = static_cast<const torch::optim::AdamOptions&>(group.options());
-    options.insert("betas", c10::ivalue::Tuple::create({std::get<0>(o.betas()), std::get<1>(o.betas())}));
-    options.insert("eps", o.eps());
-    options.insert("weight_decay", o.weight_decay());
-  }
+  options.insert("lr", hyper_.lr);
+  options.insert("betas", c10::ivalue::Tuple::create({hyper_.beta1, hyper_.beta2}));
+  options.insert("eps", hyper_.eps);
+  options.insert("weight_decay", hyper_.weight_decay);
   c10::List<int64_t> indices;
-  for (int64_t i = 0; i < static_cast<int64_t>(group.params().size()); ++i) indices.push_back(i);
+  for (int64_t i = 0; i < static_cast<int64_t>(params_.size()); ++i) indices.push_back(i);
   options.insert("params", indices);
   auto out = string_dict();
   out.insert("state", state);
@@ -138,20 +149,52 @@ c10::IValue optimizer_state(torch::optim::Optimizer& optimizer) {
   return out;
 }
 
-void load_optimizer_state(torch::optim::Optimizer& optimizer, const c10::IValue& value) {
-  auto dict = value.toGenericDict();
-  auto state = dict.at("state").toGenericDict();
-  if (is_adamw(optimizer)) restore<torch::optim::AdamWParamState>(optimizer, state);
-  else restore<torch::optim::AdamParamState>(optimizer, state);
+void FlatAdam::load_state_dict(const c10::IValue& value) {
+  const auto state = value.toGenericDict().at("state").toGenericDict();
+  torch::NoGradGuard no_grad;
+  exp_avg_.zero_(), exp_avg_sq_.zero_();
+  std::optional<int64_t> steps;
+  for (std::size_t i = 0; i < params_.size(); ++i) {
+    auto found = state.find(c10::IValue(static_cast<int64_t>(i)));
+    if (found == state.end()) continue;
+    auto entry = found->value().toGenericDict();
+    const auto exp_avg = entry.at("exp_avg").toTensor(), exp_avg_sq = entry.at("exp_avg_sq").toTensor();
+    if (exp_avg.sizes() != params_[i].sizes() || exp_avg_sq.sizes() != params_[i].sizes())
+      fail("checkpoint: optimizer state of parameter {} has shape {}, the model's is {}", i, exp_avg.sizes(),
+           params_[i].sizes());
+    const auto& step = entry.at("step");
+    const int64_t s = step.isTensor() ? step.toTensor().item<int64_t>() : step.isDouble() ? static_cast<int64_t>(step.toDouble()) : step.toInt();
+    if (steps && *steps != s)
+      fail("checkpoint: optimizer state of parameter {} is at step {}, the others at {}; difftrain steps every "
+           "parameter together", i, s, *steps);
+    steps = s;
+    exp_avg_.narrow(0, offsets_[i], params_[i].numel()).copy_(exp_avg.reshape({-1}));
+    exp_avg_sq_.narrow(0, offsets_[i], params_[i].numel()).copy_(exp_avg_sq.reshape({-1}));
+  }
+  steps_ = steps.value_or(0);
 }
 
-}  // namespace difftrain
+void FlatAdam::broadcast(Communicator& comm) {
+  auto steps = torch::tensor({steps_}, torch::kInt64);
+  comm.broadcast(steps, 0);
+  steps_ = steps.item<int64_t>();
+  comm.broadcast(exp_avg_, 0);
+  comm.broadcast(exp_avg_sq_, 0);
+}
 
-namespace difftrain {
+std::unique_ptr<FlatAdam> make_optimizer(std::vector<torch::Tensor> params, const TrainConfig& c) {
+  if (c.optimizer != "adamw" && c.optimizer != "adam")
+    fail("config: key 'train.optimizer': unknown optimizer '{}'", c.optimizer);
+  AdamHyper h;
+  h.lr = c.lr, h.beta1 = c.betas.at(0), h.beta2 = c.betas.at(1), h.eps = c.adam_eps;
+  h.decoupled = c.optimizer == "adamw";
+  h.weight_decay = c.weight_decay.value_or(h.decoupled ? 0.01 : 0.0);
+  return std::make_unique<FlatAdam>(std::move(params), h);
+}
 
-void broadcast_optimizer_state(torch::optim::Optimizer& optimizer, Communicator& comm) {
-  if (is_adamw(optimizer)) broadcast_state<torch::optim::AdamWParamState>(optimizer, comm);
-  else broadcast_state<torch::optim::AdamParamState>(optimizer, comm);
+double learning_rate(const TrainConfig& c, int64_t step) {
+  if (c.warmup_steps <= 0 || step >= c.warmup_steps) return c.lr;
+  return c.lr * static_cast<double>(std::max<int64_t>(step, 1)) / static_cast<double>(c.warmup_steps);
 }
 
 }  // namespace difftrain

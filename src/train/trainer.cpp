@@ -92,8 +92,9 @@ Trainer::Trainer(Config config, Communicator& comm, TrainOptions options)
   shadow->to(comm_.device());
   ema_ = std::make_unique<Ema>(shadow, *model_, t.ema_decay);
   optimizer_ = make_optimizer(model_->parameters(), t);
-  // Extras riding in the gradient all-reduce: this rank's loss, its stop request, its
-  // failure, and its loss by noise level.
+  // The EMA and the optimizer make the model's parameters views of one buffer, and the
+  // buckets its gradients. Extras riding in the gradient all-reduce: this rank's loss, its
+  // stop request, its failure, and its loss by noise level.
   buckets_ = std::make_unique<GradBuckets>(model_->parameters(), config_.dist.bucket_mb,
                                            /*extras=*/3 + 2 * loss_by_sigma_.bins());
 }
@@ -111,7 +112,7 @@ void Trainer::load_state(const ResumePoint& point) {
   const Checkpoint& c = point.checkpoint;
   load_state_dict(*model_, c.model, point.path + " (model)");
   load_state_dict(ema_->model(), c.ema, point.path + " (ema)");
-  load_optimizer_state(*optimizer_, c.optimizer);
+  optimizer_->load_state_dict(c.optimizer);
 }
 
 void Trainer::synchronize() {
@@ -149,7 +150,7 @@ void Trainer::synchronize() {
       for (auto& b : module->buffers()) comm_.broadcast(b, 0);
     }
   }
-  broadcast_optimizer_state(*optimizer_, comm_);
+  optimizer_->broadcast(comm_);
   ema_->set_updates(start_step_ - skipped_);
 }
 
@@ -176,7 +177,7 @@ void Trainer::save(int64_t step) {
   c.sample_shape = sample_shape_;
   c.model = state_dict(*model_);
   c.ema = state_dict(ema_->model());
-  c.optimizer = optimizer_state(*optimizer_);
+  c.optimizer = optimizer_->state_dict();
   c.world_size = comm_.size();
   c.data_position = loader_ ? loader_->position() : start_position_;
   c.seed = config_.seed;
@@ -192,11 +193,6 @@ Trainer::StepStats Trainer::step(const std::vector<Batch>& micro_batches, int64_
   const auto device = comm_.device();
   auto loss_sum = torch::zeros({1}, torch::TensorOptions(torch::kFloat32).device(device));
   auto binned = torch::zeros({2 * loss_by_sigma_.bins()}, torch::TensorOptions(torch::kFloat64).device(device));
-  // What every rank learns with the gradients, after backward: [loss, stop, failed, loss by sigma...].
-  auto extras = [&](bool failed) {
-    const auto flags = torch::tensor({stop_requested() ? 1.f : 0.f, failed ? 1.f : 0.f}).to(device);
-    return torch::cat({loss_sum, flags, binned.to(torch::kFloat32)});
-  };
   const auto accum = static_cast<int64_t>(micro_batches.size());
   if (!local_error) {
     try {
@@ -221,7 +217,9 @@ Trainer::StepStats Trainer::step(const std::vector<Batch>& micro_batches, int64_
           AutocastScope autocast(precision_, comm_.device());
           per_example = training_loss_per_example(*model_, parameterization_, sample);
         }
-        const auto loss = per_example.mean() / static_cast<double>(accum);
+        // Scaled by 1 / (micro-batches x ranks), so that the gradients' sum over ranks is
+        // the global batch's mean.
+        const auto loss = per_example.mean() / static_cast<double>(accum * comm_.size());
         loss_sum += loss.detach().to(torch::kFloat32).reshape({1});
         binned += loss_by_sigma_.bin(per_example, sample.sigma);
         // The last backward starts each bucket's all-reduce as soon as its gradients are in.
@@ -235,26 +233,26 @@ Trainer::StepStats Trainer::step(const std::vector<Batch>& micro_batches, int64_
   stats.times.compute = seconds_since(t0);
 
   t0 = Clock::now();
-  // Waits for what backward started, and starts the rest (everything, after a failure).
-  auto shared = extras(local_error != nullptr);
-  buckets_->allreduce_mean(comm_, shared);
-  shared = shared.cpu();
-  stats.loss = shared[0].item<double>();
-  stats.stop = shared[1].item<float>() > 0;
-  // Averaged over ranks: the counts are back to totals once multiplied by the rank count.
-  stats.loss_by_sigma = shared.narrow(0, 3, binned.numel()).to(torch::kFloat64) * comm_.size();
+  // What every rank learns with the gradients, after backward (summed over ranks):
+  // [loss, stop requests, failures, loss by sigma...]. Waits for what backward started, and
+  // starts the rest (everything, after a failure).
+  const auto flags = torch::tensor({stop_requested() ? 1.f : 0.f, local_error ? 1.f : 0.f}).to(device);
+  auto shared = torch::cat({loss_sum, flags, binned.to(torch::kFloat32)});
+  buckets_->allreduce_sum(comm_, shared);
+  shared = shared.cpu();  // the step's one read of the shared values
+  const float* values = shared.data_ptr<float>();
+  stats.loss = values[0];
+  stats.stop = values[1] > 0;
+  stats.loss_by_sigma = shared.narrow(0, 3, binned.numel()).to(torch::kFloat64);
   stats.times.sync = seconds_since(t0);
-  if (shared[2].item<float>() > 0) throw_shared_failure(local_error, step_index);
+  if (values[2] > 0) throw_shared_failure(local_error, step_index);
 
   t0 = Clock::now();
-  // Every rank holds the same averaged gradients, so every rank reaches the same verdict.
-  {
-    torch::NoGradGuard no_grad;
-    double squares = 0;
-    for (const auto& g : buckets_->flat_grads()) squares += g.square().sum().item<double>();
-    stats.grad_norm = std::sqrt(squares);
-  }
-  if (!std::isfinite(stats.loss) || !std::isfinite(stats.grad_norm)) {
+  // Every rank holds the same summed gradients, so every rank reaches the same verdict.
+  auto& grads = buckets_->flat_grads();
+  stats.grad_norm = grads.norm().item<double>();
+  const bool finite = std::isfinite(stats.loss) && std::isfinite(stats.grad_norm);
+  if (!finite) {
     stats.skipped = true;
     ++skipped_;
     if (++consecutive_bad_ >= config_.train.max_bad_steps)
@@ -264,16 +262,18 @@ Trainer::StepStats Trainer::step(const std::vector<Batch>& micro_batches, int64_
           step_index, consecutive_bad_));
   } else {
     consecutive_bad_ = 0;
-    if (config_.train.grad_clip > 0 && stats.grad_norm > config_.train.grad_clip) {
-      torch::NoGradGuard no_grad;
-      const double scale = config_.train.grad_clip / (stats.grad_norm + 1e-6);
-      for (auto& g : buckets_->flat_grads()) g.mul_(scale);
-    }
-    set_learning_rate(*optimizer_, learning_rate(config_.train, step_index));
-    optimizer_->step();
-    ema_->update(*model_);
+    torch::NoGradGuard no_grad;
+    if (config_.train.grad_clip > 0 && stats.grad_norm > config_.train.grad_clip)
+      grads.mul_(config_.train.grad_clip / (stats.grad_norm + 1e-6));
+    optimizer_->set_lr(learning_rate(config_.train, step_index));
+    optimizer_->step(grads);
   }
   stats.times.optim = seconds_since(t0);
+  if (finite) {
+    t0 = Clock::now();
+    ema_->update();
+    stats.times.ema = seconds_since(t0);
+  }
   return stats;
 }
 
@@ -313,46 +313,87 @@ void Trainer::check_parameters_in_sync() {
                                     named[i].key(), ~r[2 * i + 1], r[2 * i]));
 }
 
+namespace {
+
+// A logging window's running sums, and the record that closes it.
+struct LogWindow {
+  double loss = 0;
+  int64_t steps = 0, last_logged;
+  StepTimes times;
+  LossBySigma bins;
+  Clock::time_point start = Clock::now();
+
+  LogWindow(const LossBySigma& empty, int64_t after) : last_logged(after), bins(empty) {}
+  void add(const Trainer::StepStats& stats) {
+    times += stats.times;
+    if (!stats.skipped) loss += stats.loss, ++steps, bins.add(stats.loss_by_sigma);
+  }
+  // Per-step averages since the last record; starts the next window.
+  LogRecord close(int64_t step, const TrainConfig& t, const Trainer::StepStats& last, int64_t skipped) {
+    const auto in_window = static_cast<double>(step - last_logged);
+    LogRecord record;
+    record.step = step, record.total_steps = t.steps;
+    record.loss = steps ? loss / steps : NAN;
+    record.grad_norm = last.grad_norm;
+    record.lr = learning_rate(t, step);
+    record.steps_per_s = in_window / seconds_since(start);
+    record.skipped = skipped;
+    record.times = times / in_window;
+    record.log_sigma_edges = bins.log_sigma_edges();
+    record.loss_sums = bins.sums();
+    record.loss_counts = bins.counts();
+    last_logged = step;
+    loss = 0, steps = 0, times = StepTimes{}, start = Clock::now();
+    bins.clear();
+    return record;
+  }
+};
+
+}  // namespace
+
+void Trainer::make_loader() {
+  if (loader_) return;
+  const auto share = rank_share(dataset_->size(), comm_.rank(), comm_.size());
+  LoaderExtras extras{std::move(labels_), config_.data.hflip};
+  loader_ = std::make_unique<BatchLoader>(std::move(*dataset_), share, per_rank_batch_, config_.seed, comm_.rank(),
+                                          start_position_, std::move(extras));
+  dataset_.reset();
+  labels_.reset();
+}
+
+std::vector<Batch> Trainer::next_micro_batches(std::exception_ptr& error) {
+  std::vector<Batch> micro;
+  if (error) return micro;
+  try {
+    for (int64_t m = 0; m < config_.train.grad_accum; ++m) micro.push_back(loader_->next());
+  } catch (...) {
+    error = std::current_exception();
+  }
+  return micro;
+}
+
 TrainResult Trainer::run() {
   const auto& t = config_.train;
   const bool leader = comm_.rank() == 0;
   Progress progress;
-  if (!loader_) {
-    const auto share = rank_share(dataset_->size(), comm_.rank(), comm_.size());
-    LoaderExtras extras{std::move(labels_), config_.data.hflip};
-    loader_ = std::make_unique<BatchLoader>(std::move(*dataset_), share, per_rank_batch_, config_.seed, comm_.rank(),
-                                            start_position_, std::move(extras));
-    dataset_.reset();
-    labels_.reset();
-  }
+  make_loader();
   begin_training_phase();
   TrainResult result;
   result.start_step = start_step_;
   result.final_step = start_step_;
-  double window_loss = 0;
-  int64_t window_steps = 0, last_logged = start_step_, last_saved = start_step_;
-  StepTimes window_times;
-  LossBySigma window_bins = loss_by_sigma_;
-  auto window_start = Clock::now();
+  int64_t last_saved = start_step_;
+  LogWindow window(loss_by_sigma_, start_step_);
   // A failure of this rank's own between steps (rank 0 writing a checkpoint or metrics):
   // it rides in the next step's all-reduce, or in the agreement that ends the run.
   std::exception_ptr pending;
   for (int64_t s = start_step_ + 1; s <= t.steps; ++s) {
     auto t0 = Clock::now();
-    std::vector<Batch> micro;
     std::exception_ptr local_error = std::exchange(pending, nullptr);
-    if (!local_error) {
-      try {
-        for (int64_t m = 0; m < t.grad_accum; ++m) micro.push_back(loader_->next());
-      } catch (...) {
-        local_error = std::current_exception();
-      }
-    }
+    const auto micro = next_micro_batches(local_error);
     const double data_time = seconds_since(t0);
     auto stats = step(micro, s, local_error);
     stats.times.data = data_time;
-    window_times += stats.times;
-    if (!stats.skipped) window_loss += stats.loss, ++window_steps, window_bins.add(stats.loss_by_sigma);
+    window.add(stats);
     result.final_step = s;
     const bool stopping = stats.stop && s < t.steps;
 
@@ -373,20 +414,8 @@ TrainResult Trainer::run() {
       }
     }
     if (s % t.log_every == 0 || s == t.steps || stopping) {
-      const auto in_window = static_cast<double>(s - last_logged);
-      LogRecord record;
-      record.step = s, record.total_steps = t.steps;
-      record.loss = window_steps ? window_loss / window_steps : NAN;
-      record.grad_norm = stats.grad_norm;
-      record.lr = learning_rate(t, s);
-      record.steps_per_s = in_window / seconds_since(window_start);
-      record.skipped = skipped_;
-      record.times = window_times;
-      record.log_sigma_edges = window_bins.log_sigma_edges();
-      record.loss_sums = window_bins.sums();
-      record.loss_counts = window_bins.counts();
-      for (double* v : {&record.times.data, &record.times.compute, &record.times.sync, &record.times.optim})
-        *v /= in_window;
+      t0 = Clock::now();
+      const auto record = window.close(s, t, stats, skipped_);
       if (leader) {
         try {
           run_dir_->metrics().write(record);
@@ -396,9 +425,7 @@ TrainResult Trainer::run() {
         progress.update(record);
       }
       result.last_loss = record.loss;
-      last_logged = s;
-      window_loss = 0, window_steps = 0, window_times = StepTimes{}, window_start = Clock::now();
-      window_bins.clear();
+      window.times.log += seconds_since(t0);  // shows in the next record
     }
     if (stopping) {
       result.preempted = true;
@@ -419,6 +446,40 @@ TrainResult Trainer::run() {
   agree(pending, result.final_step);
   result.skipped_steps = skipped_;
   return result;
+}
+
+}  // namespace difftrain
+
+namespace difftrain {
+
+StepTimes Trainer::bench(int64_t steps, int64_t warmup, double& wall_s) {
+  const auto& t = config_.train;
+  make_loader();
+  begin_training_phase();
+  LogWindow window(loss_by_sigma_, 0);
+  StepTimes total;
+  auto start = Clock::now();
+  for (int64_t s = 1; s <= warmup + steps; ++s) {
+    if (s == warmup + 1) {
+      comm_.barrier();  // every rank starts the clock together
+      total = StepTimes{}, start = Clock::now();
+    }
+    auto t0 = Clock::now();
+    std::exception_ptr local_error;
+    const auto micro = next_micro_batches(local_error);
+    const double data_time = seconds_since(t0);
+    auto stats = step(micro, s, local_error);
+    stats.times.data = data_time;
+    t0 = Clock::now();
+    window.add(stats);
+    // What a logging step costs besides the write: its record, formatted as the metrics file has it.
+    if (s % t.log_every == 0 && json_record(window.close(s, t, stats, skipped_)).empty()) fail("bench: empty record");
+    stats.times.log = seconds_since(t0);
+    total += stats.times;
+    if (stats.stop) break;
+  }
+  wall_s = seconds_since(start);
+  return total / static_cast<double>(steps);
 }
 
 }  // namespace difftrain

@@ -55,7 +55,7 @@ usage_error() {
     { sed 's/^/    | /' err.txt | head -3; return 1; }
 }
 check "misspelled command: named, with the nearest" usage_error \
-  "unknown command 'trian' (did you mean 'train'?; commands: prepare, train, sample, schedule" trian "$here/configs/swissroll.yaml"
+  "unknown command 'trian' (did you mean 'train'?; commands: prepare, train, bench, sample, schedule" trian "$here/configs/swissroll.yaml"
 check "unknown command: named, with the commands" usage_error "unknown command 'fit' (commands: prepare, train" fit x.yaml
 for seed in 9223372036854775808 99999999999999999999 -1; do
   check "sample --seed $seed: out of range, not clamped" usage_error "--seed: must be an integer in [0, 9223372036854775807], got '$seed'" \

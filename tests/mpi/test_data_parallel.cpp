@@ -44,7 +44,9 @@ TrainSample slice(const TrainSample& s, int64_t begin, int64_t n) {
   return {s.x0.narrow(0, begin, n), s.sigma.narrow(0, begin, n), s.eps.narrow(0, begin, n)};
 }
 
-TEST(DataParallel, AveragedGradientEqualsGlobalBatchGradient) {
+// Each rank scales its loss by 1 / ranks, as the trainer does: the gradients' sum over
+// ranks is then the global batch's gradient.
+TEST(DataParallel, SummedGradientOfScaledLossesEqualsGlobalBatchGradient) {
   const int64_t per_rank = 8, global = per_rank * world().size();
   const auto batch = global_batch(global);
 
@@ -52,13 +54,14 @@ TEST(DataParallel, AveragedGradientEqualsGlobalBatchGradient) {
   training_loss(*reference, Parameterization::eps, batch).backward();
 
   auto model = toy_model();
-  const auto loss = training_loss(*model, Parameterization::eps, slice(batch, world().rank() * per_rank, per_rank));
+  const auto loss =
+      training_loss(*model, Parameterization::eps, slice(batch, world().rank() * per_rank, per_rank)) / world().size();
   loss.backward();
   // A tiny bucket size forces several buckets, so packing across buckets is exercised too.
   GradBuckets buckets(model->parameters(), /*bucket_mb=*/0.01);
   ASSERT_GT(buckets.num_buckets(), 1u);
   auto extras = torch::tensor({loss.item<float>()});
-  buckets.allreduce_mean(world(), extras);
+  buckets.allreduce_sum(world(), extras);
 
   const auto got = model->named_parameters(), want = reference->named_parameters();
   for (std::size_t i = 0; i < got.size(); ++i)
@@ -80,7 +83,8 @@ TEST(DataParallel, BucketsStartDuringTheLastBackwardAndAverageLikeTheGlobalBatch
   ASSERT_GT(buckets.num_buckets(), 2u);
   buckets.zero_grad();
   for (int64_t m = 0; m < k; ++m) {
-    const auto loss = training_loss(*model, Parameterization::eps, slice(batch, (m * ranks + rank) * per_rank, per_rank)) / k;
+    const auto loss =
+        training_loss(*model, Parameterization::eps, slice(batch, (m * ranks + rank) * per_rank, per_rank)) / (k * ranks);
     if (m + 1 == k) buckets.arm(world());
     loss.backward();
     if (m + 1 < k) {
@@ -92,18 +96,18 @@ TEST(DataParallel, BucketsStartDuringTheLastBackwardAndAverageLikeTheGlobalBatch
   for (std::size_t i = 0; i < started.size(); ++i) EXPECT_EQ(started[i], buckets.num_buckets() - 1 - i) << i;
 
   auto extras = torch::tensor({7.f * static_cast<float>(rank + 1)});
-  buckets.allreduce_mean(world(), extras);
+  buckets.allreduce_sum(world(), extras);
   const auto got = model->named_parameters(), want = reference->named_parameters();
   ASSERT_EQ(got.size(), want.size());
   ASSERT_GT(got.size(), 0u);
   for (std::size_t i = 0; i < got.size(); ++i)
     EXPECT_TRUE(torch::allclose(got[i]->grad(), want[i]->grad(), 1e-5, 1e-6)) << got[i].key();
-  EXPECT_FLOAT_EQ(extras.item<float>(), 7.f * static_cast<float>(ranks + 1) / 2);
+  EXPECT_FLOAT_EQ(extras.item<float>(), 7.f * static_cast<float>(ranks * (ranks + 1)) / 2);
 }
 
 // A parameter outside the graph keeps its bucket (the one that would start first) from
 // completing during backward, and with it every later one, since all ranks start buckets in
-// one order; allreduce_mean starts them all, and the extras (a failure flag raised after
+// one order; allreduce_sum starts them all, and the extras (a failure flag raised after
 // backward) reach every rank.
 TEST(DataParallel, AnIncompleteBucketHoldsTheOthersBackUntilAfterBackward) {
   const int64_t per_rank = 4, ranks = world().size(), rank = world().rank();
@@ -119,13 +123,13 @@ TEST(DataParallel, AnIncompleteBucketHoldsTheOthersBackUntilAfterBackward) {
   ASSERT_GT(buckets.num_buckets(), 2u);
   buckets.zero_grad();
   buckets.arm(world());
-  training_loss(*model, Parameterization::eps, slice(batch, rank * per_rank, per_rank)).backward();
+  (training_loss(*model, Parameterization::eps, slice(batch, rank * per_rank, per_rank)) / ranks).backward();
   EXPECT_TRUE(buckets.started_during_backward().empty()) << "the last bucket waits for the unused parameter";
 
   auto extras = torch::tensor({1.f, rank == 0 ? 1.f : 0.f});
-  buckets.allreduce_mean(world(), extras);
-  EXPECT_FLOAT_EQ(extras[0].item<float>(), 1.f);
-  EXPECT_FLOAT_EQ(extras[1].item<float>(), 1.f / static_cast<float>(ranks)) << "rank 0's late flag";
+  buckets.allreduce_sum(world(), extras);
+  EXPECT_FLOAT_EQ(extras[0].item<float>(), static_cast<float>(ranks));
+  EXPECT_FLOAT_EQ(extras[1].item<float>(), 1.f) << "rank 0's late flag";
   EXPECT_TRUE(torch::equal(unused.grad(), torch::zeros({5})));
   const auto got = model->named_parameters(), want = reference->named_parameters();
   ASSERT_EQ(got.size(), want.size());
@@ -147,10 +151,11 @@ TEST(DataParallel, AdamStepsOnRanksMatchOneRank) {
     opt_one->step();
 
     buckets.zero_grad();
-    training_loss(*many, Parameterization::eps, slice(batch, world().rank() * per_rank, per_rank)).backward();
+    (training_loss(*many, Parameterization::eps, slice(batch, world().rank() * per_rank, per_rank)) / world().size())
+        .backward();
     auto extras = torch::zeros({1});
-    buckets.allreduce_mean(world(), extras);
-    opt_many->step();
+    buckets.allreduce_sum(world(), extras);
+    opt_many->step(buckets.flat_grads());
   }
   const auto a = one->named_parameters(), b = many->named_parameters();
   for (std::size_t i = 0; i < a.size(); ++i)

@@ -160,12 +160,13 @@ TEST(NcclBackend, TrainingStepsOnTheGpuEqualTheCpuStepsOnTheSameInputs) {
     const auto drawn = generate_train_sample(x0.to(nccl.device()), gpu.schedule(), sigma_draws, eps_draws);
     ASSERT_TRUE(drawn.eps.is_cuda());
     buckets.zero_grad();
-    const auto loss = training_loss(*reference, parameterization, {x0, drawn.sigma.cpu(), drawn.eps.cpu()});
+    const auto loss =
+        training_loss(*reference, parameterization, {x0, drawn.sigma.cpu(), drawn.eps.cpu()}) / world().size();
     loss.backward();
     auto mean_loss = loss.detach().reshape({1});
-    buckets.allreduce_mean(world(), mean_loss);
-    set_learning_rate(*optimizer, learning_rate(config.train, s));
-    optimizer->step();
+    buckets.allreduce_sum(world(), mean_loss);
+    optimizer->set_lr(learning_rate(config.train, s));
+    optimizer->step(buckets.flat_grads());
 
     const auto on_gpu = gpu.step({Batch(x0)}, s);
     ASSERT_FALSE(on_gpu.skipped);

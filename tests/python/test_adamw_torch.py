@@ -26,9 +26,11 @@ except ImportError as e:  # Debian's python3-torch is missing: skip, do not fail
     print(f"skipped: {e}")
     sys.exit(77)
 
-# Tight: both sides run the same float32 operations; the bound only allows for a
-# different order of the same arithmetic.
-RTOL, ATOL = 1e-6, 1e-9
+# Tight: both sides run the same float32 operations, rounded one by one; but PyTorch's
+# vectorised kernels may fuse a multiply and an add (and 1.13's Adam moves exp_avg with
+# lerp_), so a parameter near zero can differ by an ulp or two of the parameters' scale
+# (about 1). A wrong formula moves a parameter by about lr.
+RTOL, ATOL = 1e-6, 2.5e-7
 
 # name, config overrides for the probe, what torch.optim gets for them
 CASES = [

@@ -4,10 +4,10 @@
 //   optimizer_probe OUT.pt [train.KEY=VALUE ...]
 //
 // The optimizer is built from the config (`make_optimizer`) and stepped as the trainer
-// does (`learning_rate`, `set_learning_rate`, `step`) on a few parameters of different
+// does (`learning_rate`, `set_lr`, `step`) on a few parameters of different
 // shapes, with gradients of changing scale. OUT.pt (torch::pickle_save, so torch.load reads
 // it) holds {"steps": [{"lr", "params_before", "grads", "state_before", "params_after",
-// "state_after"}, ...]}, the states as `optimizer_state` exports them for checkpoints.
+// "state_after"}, ...]}, the states as `state_dict()` exports them for checkpoints.
 #include <cmath>
 #include <fstream>
 #include <iostream>
@@ -30,8 +30,8 @@ c10::impl::GenericList tensor_list(const std::vector<torch::Tensor>& tensors) {
 
 // The exported state as a checkpoint carries it: serialised now, so later steps (which
 // update the optimizer's tensors in place) do not change what was recorded.
-c10::IValue saved_state(torch::optim::Optimizer& optimizer) {
-  const auto bytes = torch::pickle_save(difftrain::optimizer_state(optimizer));
+c10::IValue saved_state(const difftrain::FlatAdam& optimizer) {
+  const auto bytes = torch::pickle_save(optimizer.state_dict());
   return torch::pickle_load(bytes);
 }
 
@@ -66,7 +66,7 @@ int probe(int argc, char** argv) {
     record.insert("params_before", tensor_list(params));
     record.insert("grads", tensor_list(grads));
     record.insert("state_before", saved_state(*optimizer));
-    set_learning_rate(*optimizer, lr);
+    optimizer->set_lr(lr);
     optimizer->step();
     record.insert("params_after", tensor_list(params));
     record.insert("state_after", saved_state(*optimizer));

@@ -90,7 +90,7 @@ TEST(GradAccum, MicroBatchesEqualOneBatchOfTheirUnion) {
     EXPECT_NEAR(stats.loss, loss.item<double>(), 1e-5 * loss.item<double>()) << "step " << s;
     expect_close(grads(trainer.model().parameters()), grads(reference->parameters()), "gradient", s);
 
-    set_learning_rate(*optimizer, learning_rate(config.train, s));
+    optimizer->set_lr(learning_rate(config.train, s));
     optimizer->step();
     expect_close(values(trainer.model().parameters()), values(reference->parameters()), "parameter", s);
   }

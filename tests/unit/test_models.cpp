@@ -13,9 +13,11 @@
 #include "difftrain/config.h"
 #include "difftrain/data/hdf5_file.h"
 #include "difftrain/comm/communicator.h"
+#include "difftrain/models/mlp.h"
 #include "difftrain/models/registry.h"
 #include "difftrain/sample.h"
 #include "difftrain/train/checkpoint.h"
+#include "difftrain/train/precision.h"
 #include "difftrain/train/trainer.h"
 #include "test_util.h"
 
@@ -86,6 +88,43 @@ TEST(Models, CheckpointOfAShapeTheModelCannotTakeNamesTheCheckpoint) {
   o.out = dir / "samples.h5";
   EXPECT_MENTIONS(error_of([&] { run_sample(o); }), path + " (sample_shape): examples of shape [3, 4] do not fit");
   EXPECT_FALSE(std::filesystem::exists(o.out));
+}
+
+// The MLP's one-node forward and backward against the same layers recorded op by op: the
+// same outputs, and the same gradients of the weights and of the input, to float rounding.
+TEST(Models, MlpAsOneAutogradNodeMatchesTheLayersRecordedOneByOne) {
+  torch::manual_seed(3);
+  TimeInputMLP mlp(2, std::vector<int64_t>{16, 32, 8});
+  const auto x = torch::randn({12, 2}, torch::requires_grad()), sigma = torch::rand({12}) * 5 + 0.01;
+  const auto weights = torch::randn({12, 2});  // a loss that weighs every output differently
+
+  auto gradients = [&](bool by_layer) {
+    mlp->zero_grad();
+    x.mutable_grad() = torch::Tensor();
+    const auto out = by_layer ? mlp->forward_by_layer(x, sigma) : mlp->forward(x, sigma);
+    (out * weights).sum().backward();
+    std::vector<torch::Tensor> g{out.detach(), x.grad().clone()};
+    for (const auto& p : mlp->parameters()) g.push_back(p.grad().clone());
+    return g;
+  };
+  const auto fused = gradients(false), layered = gradients(true);
+  ASSERT_EQ(fused.size(), 2 + mlp->parameters().size());
+  ASSERT_EQ(mlp->parameters().size(), 8u);
+  for (std::size_t i = 0; i < fused.size(); ++i) {
+    ASSERT_TRUE(fused[i].defined()) << i;
+    EXPECT_GT(layered[i].abs().max().item<double>(), 0) << i;
+    EXPECT_TRUE(torch::allclose(fused[i], layered[i], 1e-5, 1e-6))
+        << (i == 0 ? "output" : i == 1 ? "input gradient" : "parameter gradient " + std::to_string(i - 2))
+        << ": max diff " << (fused[i] - layered[i]).abs().max().item<double>();
+  }
+  // The one-node path is what forward() takes outside autocast; under it, the layers run one
+  // by one, so that autocast casts each operation.
+  const auto node = mlp->forward(x, sigma).grad_fn()->name();
+  EXPECT_NE(node.find("MlpFunction"), std::string::npos) << node;
+  {
+    AutocastScope bf16(Precision::bf16, torch::kCPU);
+    EXPECT_EQ(mlp->forward(x, sigma).scalar_type(), torch::kBFloat16);
+  }
 }
 
 }  // namespace

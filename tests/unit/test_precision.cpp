@@ -78,13 +78,11 @@ TEST(Precision, Bf16StepKeepsFp32WeightsGradientsAndOptimizerState) {
   }
   EXPECT_TRUE(any_differs) << "the bf16 step computed exactly the fp32 gradients: autocast was not on";
   EXPECT_LT(most, 0.05 * scale);
-  const auto& state = bf16.optimizer().state();
-  ASSERT_FALSE(state.empty());
-  for (const auto& [key, s] : state) {
-    const auto& adam = static_cast<const torch::optim::AdamWParamState&>(*s);
-    EXPECT_EQ(adam.exp_avg().scalar_type(), torch::kFloat32);
-    EXPECT_EQ(adam.exp_avg_sq().scalar_type(), torch::kFloat32);
-  }
+  const auto& optimizer = bf16.optimizer();
+  ASSERT_GT(optimizer.steps(), 0);
+  EXPECT_EQ(optimizer.exp_avg().scalar_type(), torch::kFloat32);
+  EXPECT_EQ(optimizer.exp_avg_sq().scalar_type(), torch::kFloat32);
+  EXPECT_GT(optimizer.exp_avg_sq().abs().sum().item<double>(), 0) << "the moments were never updated";
 }
 
 TEST(Precision, Bf16SwissrollReachesTheFp32Bar) {

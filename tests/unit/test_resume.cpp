@@ -51,7 +51,7 @@ Finished train(const Config& config, TrainOptions options = {}) {
   f.result = trainer.run();
   f.model = state_dict(trainer.model());
   f.ema = state_dict(trainer.ema().model());
-  f.optimizer = optimizer_state(trainer.optimizer());
+  f.optimizer = trainer.optimizer().state_dict();
   return f;
 }
 

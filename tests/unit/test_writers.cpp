@@ -58,7 +58,7 @@ std::vector<std::string> lines_of(const std::string& path) {
 difftrain::LogRecord record_at(int64_t step) {
   difftrain::LogRecord r;
   r.step = step, r.total_steps = 1000, r.loss = 0.25, r.grad_norm = 1.5, r.lr = 0.001, r.steps_per_s = 100;
-  r.skipped = 2, r.times = {0.5, 0.25, 0.125, 0.0625};
+  r.skipped = 2, r.times = {0.5, 0.25, 0.125, 0.0625, 0.03125, 0.015625};
   return r;
 }
 
@@ -232,11 +232,13 @@ TEST(Metrics, RecordsAreJsonInTheDocumentedLayoutWithNullForNonFinite) {
   r.loss = NAN, r.grad_norm = INFINITY;
   EXPECT_EQ(difftrain::json_record(r),
             "{\"step\": 7, \"loss\": null, \"grad_norm\": null, \"lr\": 0.001, \"steps_per_s\": 100.0, "
-            "\"skipped_steps\": 2, \"time_s\": {\"data\": 0.5, \"compute\": 0.25, \"sync\": 0.125, \"optim\": 0.0625}}");
+            "\"skipped_steps\": 2, \"time_s\": {\"data\": 0.5, \"compute\": 0.25, \"sync\": 0.125, \"optim\": 0.0625, "
+            "\"ema\": 0.03125, \"log\": 0.015625}}");
   const auto parsed = nlohmann::json::parse(difftrain::json_record(record_at(3)));
   EXPECT_EQ(parsed.at("step"), 3);
   EXPECT_EQ(parsed.at("loss"), 0.25);
   EXPECT_EQ(parsed.at("time_s").at("optim"), 0.0625);
+  EXPECT_EQ(parsed.at("time_s").at("log"), 0.015625);
 }
 
 TEST(Metrics, ResumeKeepsRecordsThroughTheStepWhateverTheirKeysAndDropsATornLastLine) {

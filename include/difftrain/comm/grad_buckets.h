@@ -1,7 +1,8 @@
 #pragma once
-// Gradient averaging with few, large collectives, started while backward still runs. Each
-// parameter's .grad() is a view into one of a few flat buckets of about `bucket_mb` each,
-// so backward accumulates straight into the buckets. A hook after each parameter's
+// Gradient sums over ranks with few, large collectives, started while backward still runs.
+// Every parameter's .grad() is a view into one flat gradient buffer (in the parameters'
+// order, after a few leading extra values), cut into buckets of about `bucket_mb` each, so
+// backward accumulates straight into the buckets and the optimizer reads one buffer. A hook after each parameter's
 // gradient accumulation counts the bucket down; once a bucket is complete during an armed
 // backward, its all-reduce starts (in a fixed order, the same on every rank: the last
 // bucket first, as backward produces the last parameters' gradients first), and the
@@ -37,15 +38,15 @@ class GradBuckets {
   // the bucket is complete.
   void arm(Communicator& comm);
 
-  // Replaces every gradient and `extras` (float32 [extras]) with their mean over all
-  // ranks: starts what the armed backward did not (all of it when nothing was armed),
-  // all-reduces bucket 0 with the extras, and waits for everything. Every rank calls it
-  // once per step, failed or not.
-  void allreduce_mean(Communicator& comm, torch::Tensor& extras);
+  // Replaces every gradient and `extras` (float32 [extras]) with their sum over all ranks:
+  // starts what the armed backward did not (all of it when nothing was armed), all-reduces
+  // bucket 0 with the extras, and waits for everything. Every rank calls it once per step,
+  // failed or not. The sum is the mean when each rank scaled its loss by 1 / ranks, which
+  // costs nothing, where dividing the sum would be one more pass over the gradients.
+  void allreduce_sum(Communicator& comm, torch::Tensor& extras);
 
-  // The gradients, bucket by bucket, as flat tensors (for norms and clipping in one op a
-  // bucket).
-  std::vector<torch::Tensor> flat_grads() const;
+  // Every gradient, in the parameters' order and layout (their flat_buffer's).
+  const torch::Tensor& flat_grads() const { return grads_; }
 
   std::size_t num_buckets() const { return buckets_.size(); }
   // Buckets whose all-reduce started inside the last armed backward, in start order.
@@ -54,15 +55,17 @@ class GradBuckets {
  private:
   struct Bucket {
     std::vector<std::size_t> params;  // indices into params_
-    torch::Tensor flat;               // float32, on the parameters' device
-    int64_t grad_numel = 0;           // the gradients' part of `flat` (the rest: extras)
+    torch::Tensor flat;               // its slice of buffer_ (bucket 0's starts with the extras)
     int64_t waiting = 0;              // gradients not yet accumulated in the armed backward
     std::unique_ptr<PendingCollective> pending;
   };
   std::vector<torch::Tensor> params_;
+  std::vector<int64_t> offsets_;        // of params_[i]'s gradient in grads_
   std::vector<std::size_t> bucket_of_;  // params_[i] lives in buckets_[bucket_of_[i]]
   std::vector<Bucket> buckets_;
   int64_t extras_;
+  torch::Tensor buffer_;  // float32 [lead | gradients], lead = extras_ rounded up to 64 bytes
+  torch::Tensor grads_;   // the gradients' part of buffer_
   static constexpr std::size_t kLastBucket = 0;  // reduced after backward, with the extras
   struct Hook;
   std::vector<std::pair<std::shared_ptr<torch::autograd::Node>, uintptr_t>> hooks_;
@@ -74,7 +77,8 @@ class GradBuckets {
   std::vector<std::size_t> started_in_backward_;
 
   void bind_views();
-  torch::Tensor extras_slot();
+  bool views_bound() const;
+  torch::Tensor extras_slot() { return buffer_.narrow(0, 0, extras_); }
   void gradient_ready(std::size_t param);
   void start(std::size_t bucket);
   std::size_t bucket_in_order(std::size_t k) const { return buckets_.size() - 1 - k; }

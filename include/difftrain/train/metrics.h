@@ -10,10 +10,13 @@
 
 namespace difftrain {
 
-// Seconds per step spent in each phase, averaged over a logging window.
+// Seconds per step spent in each phase, averaged over a logging window: waiting for the
+// batch, forward and backward, the gradient all-reduce left after backward, the optimizer
+// (with the gradient norm), the EMA, and logging (a record's cost shows in the next one).
 struct StepTimes {
-  double data = 0, compute = 0, sync = 0, optim = 0;
+  double data = 0, compute = 0, sync = 0, optim = 0, ema = 0, log = 0;
   StepTimes& operator+=(const StepTimes& o);
+  StepTimes operator/(double n) const;
 };
 
 struct LogRecord {

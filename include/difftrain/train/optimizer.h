@@ -1,6 +1,9 @@
 #pragma once
-// Adam / AdamW as configured (PyTorch's defaults), the learning-rate warm-up, and the
-// optimizer state as a PyTorch-style state dict for checkpoints.
+// Adam / AdamW as configured (PyTorch's defaults and arithmetic), on flat buffers: the
+// parameters are views of one buffer (flat_buffer.h) and the moments are two more of the
+// same layout, so a step is one fused pass over the buffers on the CPU and a handful of
+// whole-buffer operations elsewhere, whatever the number of tensors. Also the learning-rate
+// warm-up, and the state as a PyTorch-style state dict for checkpoints.
 #include <memory>
 #include <vector>
 
@@ -13,18 +16,63 @@
 
 namespace difftrain {
 
-std::unique_ptr<torch::optim::Optimizer> make_optimizer(std::vector<torch::Tensor> params, const TrainConfig& config);
+// One update's hyper-parameters. `step` counts from 1.
+struct AdamHyper {
+  double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0;
+  bool decoupled = true;  // AdamW: decay the weights; Adam: add weight_decay * p to the gradient
+  int64_t step = 1;
+};
+
+// The update on whole buffers (parameters, gradients, first and second moments, all float32
+// of one layout), as torch.optim's single-tensor Adam/AdamW does it per parameter.
+// The fused form makes one pass on the CPU; the tensor-operation form runs on any device.
+void adam_update_fused_cpu(torch::Tensor& values, const torch::Tensor& grads, torch::Tensor& exp_avg,
+                           torch::Tensor& exp_avg_sq, const AdamHyper& h);
+void adam_update_tensor_ops(torch::Tensor& values, const torch::Tensor& grads, torch::Tensor& exp_avg,
+                            torch::Tensor& exp_avg_sq, const AdamHyper& h);
+
+class FlatAdam {
+ public:
+  // Makes `params` views of one buffer (if they are not already).
+  FlatAdam(std::vector<torch::Tensor> params, const AdamHyper& hyper);
+
+  // One step of every parameter, on gradients laid out as the parameters (GradBuckets'
+  // flat_grads()). The other form gathers each parameter's .grad() (undefined counts as
+  // zero): for callers without a gradient buffer.
+  void step(const torch::Tensor& grads);
+  void step();
+  // Zeroes each parameter's .grad(), as torch.optim's zero_grad(set_to_none=False).
+  void zero_grad();
+
+  void set_lr(double lr) { hyper_.lr = lr; }
+  double lr() const { return hyper_.lr; }
+  const AdamHyper& hyper() const { return hyper_; }
+  int64_t steps() const { return steps_; }
+  const std::vector<torch::Tensor>& params() const { return params_; }
+  const torch::Tensor& values() const { return values_; }
+  const torch::Tensor& exp_avg() const { return exp_avg_; }
+  const torch::Tensor& exp_avg_sq() const { return exp_avg_sq_; }
+
+  // {"state": {i: {"step", "exp_avg", "exp_avg_sq"}}, "param_groups": [{...}]} as in
+  // torch.optim's state_dict(), parameters numbered in order; no entries before a step.
+  c10::IValue state_dict() const;
+  // From such a dict. Entries may be missing (parameters PyTorch never stepped: zero
+  // moments), but those present must agree on the step count.
+  void load_state_dict(const c10::IValue& state);
+  // Collective: every rank ends with rank 0's moments and step count.
+  void broadcast(Communicator& comm);
+
+ private:
+  std::vector<torch::Tensor> params_;
+  std::vector<int64_t> offsets_;
+  torch::Tensor values_, exp_avg_, exp_avg_sq_;
+  AdamHyper hyper_;
+  int64_t steps_ = 0;
+};
+
+std::unique_ptr<FlatAdam> make_optimizer(std::vector<torch::Tensor> params, const TrainConfig& config);
 
 // Linear warm-up from lr / warmup_steps at step 1 to lr at step warmup_steps, then flat.
 double learning_rate(const TrainConfig& config, int64_t step);
-void set_learning_rate(torch::optim::Optimizer& optimizer, double lr);
-
-// {"state": {i: {"step", "exp_avg", "exp_avg_sq"}}, "param_groups": [{...}]} as in
-// torch.optim's state_dict(), parameters numbered in order.
-c10::IValue optimizer_state(torch::optim::Optimizer& optimizer);
-void load_optimizer_state(torch::optim::Optimizer& optimizer, const c10::IValue& state);
-
-// Collective: every rank ends with rank 0's per-parameter state (moments and step counts).
-void broadcast_optimizer_state(torch::optim::Optimizer& optimizer, Communicator& comm);
 
 }  // namespace difftrain

@@ -18,6 +18,7 @@
 #include "difftrain/train/ema.h"
 #include "difftrain/train/loss_by_sigma.h"
 #include "difftrain/train/metrics.h"
+#include "difftrain/train/optimizer.h"
 #include "difftrain/train/precision.h"
 #include "difftrain/train/run_directory.h"
 
@@ -49,6 +50,12 @@ class Trainer {
   // Trains from the starting step to config.train.steps (or until a stop signal).
   TrainResult run();
 
+  // The training loop for `difftrain bench`, with no run directory (synchronize() is not
+  // needed): `warmup` untimed steps, then `steps` timed ones started together on every
+  // rank; no checkpoints, sample grids or metrics file (a logging step formats its record
+  // and drops it). Returns this rank's time per step by phase, and its wall time.
+  StepTimes bench(int64_t steps, int64_t warmup, double& wall_s);
+
   // One optimizer step on this rank's micro-batches for the step. `local_error`, if set, is
   // a failure this rank met while getting them: it is shared with every rank through the
   // step's all-reduce, and the step throws RankError here and PeerError elsewhere.
@@ -64,7 +71,7 @@ class Trainer {
 
   Denoiser& model() { return *model_; }
   Ema& ema() { return *ema_; }
-  torch::optim::Optimizer& optimizer() { return *optimizer_; }
+  FlatAdam& optimizer() { return *optimizer_; }
   const Schedule& schedule() const { return schedule_; }
   int64_t start_step() const { return start_step_; }
   // What every rank must agree on before training: {examples in the dataset, values per
@@ -89,7 +96,7 @@ class Trainer {
   std::optional<ShardedDataset> labels_;   // conditional models: the labels beside dataset_
   std::shared_ptr<Denoiser> model_;
   std::unique_ptr<Ema> ema_;
-  std::unique_ptr<torch::optim::Optimizer> optimizer_;
+  std::unique_ptr<FlatAdam> optimizer_;
   std::unique_ptr<GradBuckets> buckets_;
   std::unique_ptr<BatchLoader> loader_;
   std::unique_ptr<RunDirectory> run_dir_;  // rank 0 only
@@ -100,6 +107,9 @@ class Trainer {
   int64_t consecutive_bad_ = 0;
   LossBySigma loss_by_sigma_;  // the bins; run() sums a logging window in a copy
 
+  void make_loader();  // once: the dataset moves into it
+  // The step's micro-batches, or none with `error` set when this rank cannot read them.
+  std::vector<Batch> next_micro_batches(std::exception_ptr& error);
   // Model, EMA and optimizer state from the checkpoint to resume from.
   void load_state(const ResumePoint& point);
   void save(int64_t step);
