@@ -14,7 +14,8 @@
 # swissroll for 2000 steps on one GPU with its step rate and sample quality; the
 # conditional DiT smoke recipe on one GPU (img/s, and the eval figure) when Fashion-MNIST's
 # files are at hand (--fashion-mnist, default /usr/share/datasets/fashion-mnist or
-# deps/fashion-mnist); peak GPU memory. Each check prints ok/FAIL/skip; exit 1 if any failed.
+# deps/fashion-mnist), and both smoke models' step (`difftrain bench`) next to the same step
+# in this machine's PyTorch (tests/bench/torch_step.py --device cuda); peak GPU memory. Each check prints ok/FAIL/skip; exit 1 if any failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -165,6 +166,25 @@ if [[ -n $fm ]]; then
     tail -5 "$out/smoke.log" | tee -a "$report"
     result FAIL "fashion-mnist DiT smoke on 1 GPU (see $out/smoke.log)"
   fi
+  # The step side by side with the same model in this machine's PyTorch, on the GPU:
+  # difftrain bench against tests/bench/torch_step.py, 50 timed steps after 5.
+  for recipe in fashion_mnist_unet_smoke fashion_mnist_dit_cond_smoke; do
+    "$difftrain" bench "configs/$recipe.yaml" dist.backend=nccl "data.path=$data/train" --steps 50 --warmup 5 \
+      >"$out/bench-$recipe.log" 2>&1
+    dt=$?
+    $py tests/bench/torch_step.py "configs/$recipe.yaml" "data.path=$data/train" --device cuda --steps 50 --warmup 5 \
+      >"$out/torch-$recipe.log" 2>&1
+    pt=$?
+    if [[ $dt -eq 0 && $pt -eq 0 ]]; then
+      result ok "$recipe on 1 GPU: $($py -c "import json,sys
+d, p = (json.loads(open(f).read().strip().splitlines()[-1]) for f in sys.argv[1:3])
+print(f\"difftrain {d['samples_per_s']:.0f} img/s ({d['step_ms']:.1f} ms/step, {d.get('peak_gpu_mb', '?')} MiB), \"
+      f\"PyTorch {p['torch']} {p['samples_per_s']:.0f} img/s ({p['step_ms']:.1f} ms, {p.get('peak_gpu_mb', '?')} MiB): \"
+      f\"{d['samples_per_s'] / p['samples_per_s']:.2f}x\")" "$out/bench-$recipe.log" "$out/torch-$recipe.log")"
+    else
+      result FAIL "$recipe bench on 1 GPU (see $out/bench-$recipe.log, $out/torch-$recipe.log)"
+    fi
+  done
 else
   result skip "fashion-mnist smoke: no Fashion-MNIST files (give --fashion-mnist DIR)"
 fi

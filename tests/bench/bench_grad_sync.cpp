@@ -4,7 +4,8 @@
 //   overlapped: arm(), backward (buckets start as they complete), then allreduce_sum;
 //   fenced: backward, a barrier, then allreduce_sum: the all-reduce's own cost, with no
 //     wait for a slower rank's backward in it;
-//   raw: one MPI_Allreduce of the same number of bytes, after a barrier.
+//   raw: one MPI_Allreduce of the same number of bytes, after a barrier; and the same call
+//     on the gradient buffer itself after a backward and a barrier, alternating with fenced.
 // It reports the sync time left after backward ("exposed") for the first two, the fenced
 // time, and the raw all-reduce's time.
 //
@@ -50,7 +51,7 @@ int main(int argc, char** argv) {
   GradBuckets buckets(model->parameters(), bucket_mb);
   const TrainSample batch{torch::randn({256, 2}), torch::rand({256, 1}) * 5 + 0.01, torch::randn({256, 2})};
   auto raw = torch::randn({n + 16});  // the gradients and bucket 0's lead of extras (one cache line)
-  std::vector<double> blocking, overlapped, fenced, plain, backward_blocking, backward_overlapped;
+  std::vector<double> blocking, overlapped, fenced, raw_on_grads, plain, backward_blocking, backward_overlapped;
   for (int i = 0; i < iterations; ++i) {
     for (bool overlap : {false, true}) {
       buckets.zero_grad();
@@ -65,14 +66,22 @@ int main(int argc, char** argv) {
       buckets.allreduce_sum(*comm, extras);
       (overlap ? overlapped : blocking).push_back(seconds_since(t0));
     }
-    {
+    // The gradient all-reduce alone, and one raw call on the same memory, each right after a
+    // backward and a barrier; their order alternates, so neither always goes first.
+    for (int k = 0; k < 2; ++k) {
       buckets.zero_grad();
       training_loss(*model, Parameterization::eps, batch).backward();
       auto extras = torch::zeros({1});
       MPI_Barrier(MPI_COMM_WORLD);
       const auto t0 = Clock::now();
-      buckets.allreduce_sum(*comm, extras);
-      fenced.push_back(seconds_since(t0));
+      if ((i + k) % 2 == 0) {
+        buckets.allreduce_sum(*comm, extras);
+        fenced.push_back(seconds_since(t0));
+      } else {
+        auto g = buckets.flat_grads();
+        MPI_Allreduce(MPI_IN_PLACE, g.data_ptr(), static_cast<int>(g.numel()), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+        raw_on_grads.push_back(seconds_since(t0));
+      }
     }
     MPI_Barrier(MPI_COMM_WORLD);
     const auto t0 = Clock::now();
@@ -84,9 +93,11 @@ int main(int argc, char** argv) {
     fmt::print("{{\"ranks\": {}, \"floats\": {}, \"buckets\": {}, \"iterations\": {}, \"backward_us\": {:.1f}, "
                "\"backward_armed_us\": {:.1f}, \"exposed_sync_blocking_us\": {:.2f}, "
                "\"exposed_sync_overlapped_us\": {:.2f}, \"fenced_allreduce_us\": {:.2f}, \"raw_allreduce_us\": {:.2f}, "
-               "\"blocking_over_raw\": {:.3f}, \"overlapped_over_raw\": {:.3f}, \"fenced_over_raw\": {:.3f}}}\n",
+               "\"blocking_over_raw\": {:.3f}, \"overlapped_over_raw\": {:.3f}, \"fenced_over_raw\": {:.3f}, "
+               "\"raw_on_gradients_us\": {:.2f}}}\n",
                comm->size(), raw.numel(), buckets.num_buckets(), iterations, median(backward_blocking) * 1e6,
-               median(backward_overlapped) * 1e6, b * 1e6, o * 1e6, f * 1e6, r * 1e6, b / r, o / r, f / r);
+               median(backward_overlapped) * 1e6, b * 1e6, o * 1e6, f * 1e6, r * 1e6, b / r, o / r, f / r, median(raw_on_grads) * 1e6);
+
   }
   return 0;
 }

@@ -2,6 +2,7 @@
 """difftrain's training step in plain PyTorch, timed: the other half of tests/bench/vs_pytorch.sh.
 
     /usr/bin/python3 tests/bench/torch_step.py CONFIG.yaml [key.sub=value ...] [--steps N] [--warmup W] [--threads T]
+                                               [--device cpu|cuda]
 
 Reads a difftrain config (overrides as on difftrain's command line), builds the same model
 from the PyTorch modules the parity tests hold (tests/reference/swissroll_torch.py,
@@ -9,8 +10,10 @@ tests/python/test_image_models_torch.py) and runs the step difftrain runs: a bat
 HDF5 data held in memory, sigma uniform over the schedule, loss = MSE(model(x0 + sigma eps),
 target), backward, Adam(W), EMA. W untimed steps, then N timed ones. The last line printed
 is one JSON object (impl, torch, threads, model_params, global_batch, steps, samples_per_s,
-step_ms, split_ms {data, compute, optim, ema}, peak_rss_mb). A config this cannot mirror
-is one error line on stderr and exit 1.
+step_ms, split_ms {data, compute, optim, ema}, peak_rss_mb; on a GPU also peak_gpu_mb). On a
+GPU the data stays in host memory, as difftrain's loader keeps it, and each batch is copied
+over; the clock waits for the device. A config this cannot mirror is one error line on
+stderr and exit 1.
 """
 import argparse
 import copy
@@ -212,6 +215,7 @@ def main():
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="cpu, or cuda (this process's GPU)")
     args = ap.parse_intermixed_args()  # overrides and options in any order
     torch.set_num_interop_threads(1)  # before any parallel work, or it raises
     torch.set_num_threads(args.threads)
@@ -240,6 +244,16 @@ def main():
     if hflip and x_all.dim() != 4:
         raise Unmirrored("data.hflip flips images [C, H, W]; the examples are not images")
     batches = Batches(x_all, y_all, batch // accum, hflip)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise Unmirrored("--device cuda: this PyTorch sees no GPU")
+    sigmas = sigmas.to(device)
+    model.to(device)
+
+    def clock():  # host time once the device has caught up
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter()
 
     model.train()
     ema = copy.deepcopy(model)
@@ -259,15 +273,17 @@ def main():
 
     def step(index):
         for _ in range(accum):
-            t0 = time.perf_counter()
+            t0 = clock()
             x0, y = batches.next()
-            t1 = time.perf_counter()
+            x0 = x0.to(device)
+            y = y.to(device) if y is not None else None
+            t1 = clock()
             # Sigma, eps and the label drop are drawn inside difftrain's compute time too.
-            sigma = sigmas[torch.randint(len(sigmas), (x0.shape[0],))].view(sigma_shape)
+            sigma = sigmas[torch.randint(len(sigmas), (x0.shape[0],), device=device)].view(sigma_shape)
             eps = torch.randn_like(x0)
             xt = x0 + sigma * eps
             if classes:
-                y = torch.where(torch.rand(y.shape[0]) < cond_drop, torch.full_like(y, classes), y)
+                y = torch.where(torch.rand(y.shape[0], device=device) < cond_drop, torch.full_like(y, classes), y)
                 out = model(xt, sigma, y)
             else:
                 out = model(xt, sigma)
@@ -280,17 +296,17 @@ def main():
                 target = a.sqrt() * eps - (1 - a).sqrt() * x0
             loss = torch.nn.functional.mse_loss(out, target) / accum
             loss.backward()
-            t2 = time.perf_counter()
+            t2 = clock()
             split["data"] += t1 - t0
             split["compute"] += t2 - t1
-        t2 = time.perf_counter()
+        t2 = clock()
         if clip > 0:
             torch.nn.utils.clip_grad_norm_(params, clip)  # scale clip / (norm + 1e-6), as difftrain
         for g in opt.param_groups:  # difftrain's linear warm-up: lr * max(step, 1) / warmup_steps
             g["lr"] = lr * max(index, 1) / warmup_steps if index < warmup_steps else lr
         opt.step()
         opt.zero_grad()
-        t3 = time.perf_counter()
+        t3 = clock()
         with torch.no_grad():
             updates = index - 1  # EMA updates before this one
             d = min(decay, (1 + updates) / (10 + updates))
@@ -298,7 +314,7 @@ def main():
                 e.lerp_(p, 1 - d)
             for e, b in zip(ema_buffers, buffers):  # difftrain copies the buffers too
                 e.copy_(b)
-        t4 = time.perf_counter()
+        t4 = clock()
         split["optim"] += t3 - t2
         split["ema"] += t4 - t3
 
@@ -306,20 +322,23 @@ def main():
         step(i)
     for k in split:
         split[k] = 0.0
-    start = time.perf_counter()
+    start = clock()
     for i in range(args.warmup + 1, args.warmup + args.steps + 1):
         step(i)
-    total = time.perf_counter() - start
+    total = clock() - start
 
     n = max(args.steps, 1)
-    print(json.dumps({
-        "impl": "pytorch", "torch": torch.__version__, "threads": args.threads,
+    result = {
+        "impl": "pytorch", "torch": torch.__version__, "threads": args.threads, "device": str(device),
         "model_params": sum(p.numel() for p in params), "global_batch": batch, "steps": args.steps,
         "samples_per_s": round(batch * args.steps / total, 3) if total > 0 else None,
         "step_ms": round(1000 * total / n, 4),
         "split_ms": {k: round(1000 * v / n, 4) for k, v in split.items()},
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-    }))
+    }
+    if device.type == "cuda":
+        result["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":
