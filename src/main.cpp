@@ -44,8 +44,13 @@ void report(const std::string& message) { fmt::print(stderr, "difftrain: error: 
 // otherwise.
 void reuse_freed_memory() {
   if (std::getenv("MALLOC_MMAP_THRESHOLD_") != nullptr) return;
-  mallopt(M_MMAP_THRESHOLD, 256 << 20);
-  mallopt(M_TRIM_THRESHOLD, 512 << 20);
+  // Older glibc refuses thresholds above 32 MiB (HEAP_MAX_SIZE / 2). A refused call changes
+  // nothing; setting the trim threshold alone would freeze the mmap threshold at 128 KiB.
+  for (const int threshold : {256 << 20, 32 << 20})
+    if (mallopt(M_MMAP_THRESHOLD, threshold) == 1) {
+      mallopt(M_TRIM_THRESHOLD, 2 * threshold);
+      return;
+    }
 }
 
 // "CONFIG.yaml key.sub=value ...": the first word without '=' is the config file.

@@ -22,11 +22,14 @@ Ema::Ema(std::shared_ptr<Denoiser> shadow, Denoiser& model, double decay)
   for (auto& p : shadow_->parameters()) p.set_requires_grad(false);
   shadow_values_ = flat_buffer(shadow_->parameters());
   model_values_ = flat_buffer(model.parameters());
+  model_params_front_ = model.parameters().front();
   shadow_buffers_ = shadow_->buffers();
   model_buffers_ = model.buffers();
 }
 
 void Ema::update() {
+  if (model_values_.data_ptr() != model_params_front_.data_ptr())
+    fail("ema: the model's parameters moved out of their flat buffer (a to() after the EMA was made?)");
   torch::NoGradGuard no_grad;
   const double d = std::min(decay_, (1.0 + updates_) / (10.0 + updates_));
   ++updates_;

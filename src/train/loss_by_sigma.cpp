@@ -27,7 +27,8 @@ torch::Tensor LossBySigma::bin(const torch::Tensor& loss, const torch::Tensor& s
     double* sums = out.data_ptr<double>();
     const double *lv = l.data_ptr<double>(), *sv = s.data_ptr<double>();
     for (int64_t i = 0; i < l.numel(); ++i) {
-      const double at = std::floor((std::log(sv[i]) - lo) / width);
+      double at = std::floor((std::log(sv[i]) - lo) / width);
+      if (!(at >= 0)) at = 0;  // NaN too: the tensor path's clamp sends it to the first bin
       const auto bin = static_cast<int64_t>(std::clamp(at, 0.0, static_cast<double>(k - 1)));
       sums[bin] += lv[i], sums[k + bin] += 1;
     }

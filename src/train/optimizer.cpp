@@ -25,7 +25,7 @@ void check_buffers(const torch::Tensor& values, const torch::Tensor& grads, cons
 namespace {
 
 // One range of the fused update; Decay: AdamW's weight decay, L2: Adam's. Each line is one
-// of torch.optim's tensor operations, in float32 as ATen computes them (scalars rounded to
+// of LibTorch's Adam/AdamW tensor operations, in float32 as ATen computes them (scalars rounded to
 // float first), so the fused pass and the tensor operations agree to rounding and both match
 // PyTorch. The loop has no branches, so the compiler vectorises it (this file is built with
 // -O3 -fno-math-errno for that: sqrt then needs no errno path).
@@ -77,17 +77,19 @@ void adam_update_fused_cpu(torch::Tensor& values, const torch::Tensor& grads, to
 }
 
 void adam_update_tensor_ops(torch::Tensor& values, const torch::Tensor& grads, torch::Tensor& exp_avg,
-                            torch::Tensor& exp_avg_sq, const AdamHyper& h) {
+                            torch::Tensor& exp_avg_sq, const AdamHyper& h, torch::Tensor& scratch) {
   check_buffers(values, grads, exp_avg, exp_avg_sq);
+  check_buffers(values, grads, scratch, scratch);
   torch::NoGradGuard no_grad;
+  // No temporaries the size of the model: `scratch` holds Adam's L2 gradient, then the denominator.
   auto g = grads;
   if (h.weight_decay != 0 && h.decoupled) values.mul_(1 - h.lr * h.weight_decay);
-  if (h.weight_decay != 0 && !h.decoupled) g = grads.add(values, h.weight_decay);
+  if (h.weight_decay != 0 && !h.decoupled) g = at::add_out(scratch, grads, values, h.weight_decay);
   exp_avg.mul_(h.beta1).add_(g, 1 - h.beta1);
   exp_avg_sq.mul_(h.beta2).addcmul_(g, g, 1 - h.beta2);
   const double correction1 = 1 - std::pow(h.beta1, static_cast<double>(h.step));
   const double correction2 = 1 - std::pow(h.beta2, static_cast<double>(h.step));
-  const auto denom = (exp_avg_sq.sqrt() / std::sqrt(correction2)).add_(h.eps);
+  const auto& denom = at::sqrt_out(scratch, exp_avg_sq).div_(std::sqrt(correction2)).add_(h.eps);
   values.addcdiv_(exp_avg, denom, -(h.lr / correction1));
 }
 
@@ -99,10 +101,17 @@ FlatAdam::FlatAdam(std::vector<torch::Tensor> params, const AdamHyper& hyper)
 }
 
 void FlatAdam::step(const torch::Tensor& grads) {
+  // A model moved (to()) after the buffer was made no longer trains through it.
+  if (params_.front().data_ptr() != values_.data_ptr())
+    fail("optimizer: the parameters moved out of their flat buffer (a to() after the optimizer was made?)");
   AdamHyper h = hyper_;
   h.step = ++steps_;
-  if (values_.is_cpu()) adam_update_fused_cpu(values_, grads, exp_avg_, exp_avg_sq_, h);
-  else adam_update_tensor_ops(values_, grads, exp_avg_, exp_avg_sq_, h);
+  if (values_.is_cpu()) {
+    adam_update_fused_cpu(values_, grads, exp_avg_, exp_avg_sq_, h);
+  } else {
+    if (!scratch_.defined()) scratch_ = torch::empty_like(values_);
+    adam_update_tensor_ops(values_, grads, exp_avg_, exp_avg_sq_, h, scratch_);
+  }
 }
 
 void FlatAdam::step() {
@@ -151,25 +160,36 @@ c10::IValue FlatAdam::state_dict() const {
 
 void FlatAdam::load_state_dict(const c10::IValue& value) {
   const auto state = value.toGenericDict().at("state").toGenericDict();
-  torch::NoGradGuard no_grad;
-  exp_avg_.zero_(), exp_avg_sq_.zero_();
+  // Everything is checked before anything is copied: a refused state leaves this one whole.
+  for (const auto& entry : state)
+    if (!entry.key().isInt() || entry.key().toInt() < 0 || entry.key().toInt() >= static_cast<int64_t>(params_.size()))
+      fail("checkpoint: optimizer state for parameter {}, but the model has {} parameters",
+           entry.key().isInt() ? std::to_string(entry.key().toInt()) : entry.key().tagKind(), params_.size());
+  std::vector<std::pair<std::size_t, c10::impl::GenericDict>> found;
   std::optional<int64_t> steps;
   for (std::size_t i = 0; i < params_.size(); ++i) {
-    auto found = state.find(c10::IValue(static_cast<int64_t>(i)));
-    if (found == state.end()) continue;
-    auto entry = found->value().toGenericDict();
+    auto it = state.find(c10::IValue(static_cast<int64_t>(i)));
+    if (it == state.end()) continue;
+    auto entry = it->value().toGenericDict();
     const auto exp_avg = entry.at("exp_avg").toTensor(), exp_avg_sq = entry.at("exp_avg_sq").toTensor();
     if (exp_avg.sizes() != params_[i].sizes() || exp_avg_sq.sizes() != params_[i].sizes())
       fail("checkpoint: optimizer state of parameter {} has shape {}, the model's is {}", i, exp_avg.sizes(),
            params_[i].sizes());
     const auto& step = entry.at("step");
-    const int64_t s = step.isTensor() ? step.toTensor().item<int64_t>() : step.isDouble() ? static_cast<int64_t>(step.toDouble()) : step.toInt();
+    const int64_t s = step.isTensor()   ? step.toTensor().item<int64_t>()
+                      : step.isDouble() ? static_cast<int64_t>(step.toDouble())
+                                        : step.toInt();
     if (steps && *steps != s)
       fail("checkpoint: optimizer state of parameter {} is at step {}, the others at {}; difftrain steps every "
            "parameter together", i, s, *steps);
     steps = s;
-    exp_avg_.narrow(0, offsets_[i], params_[i].numel()).copy_(exp_avg.reshape({-1}));
-    exp_avg_sq_.narrow(0, offsets_[i], params_[i].numel()).copy_(exp_avg_sq.reshape({-1}));
+    found.emplace_back(i, entry);
+  }
+  torch::NoGradGuard no_grad;
+  exp_avg_.zero_(), exp_avg_sq_.zero_();
+  for (const auto& [i, entry] : found) {
+    exp_avg_.narrow(0, offsets_[i], params_[i].numel()).copy_(entry.at("exp_avg").toTensor().reshape({-1}));
+    exp_avg_sq_.narrow(0, offsets_[i], params_[i].numel()).copy_(entry.at("exp_avg_sq").toTensor().reshape({-1}));
   }
   steps_ = steps.value_or(0);
 }

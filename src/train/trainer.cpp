@@ -458,6 +458,7 @@ StepTimes Trainer::bench(int64_t steps, int64_t warmup, double& wall_s) {
   begin_training_phase();
   LogWindow window(loss_by_sigma_, 0);
   StepTimes total;
+  int64_t timed = 0;
   auto start = Clock::now();
   for (int64_t s = 1; s <= warmup + steps; ++s) {
     if (s == warmup + 1) {
@@ -476,8 +477,11 @@ StepTimes Trainer::bench(int64_t steps, int64_t warmup, double& wall_s) {
     if (s % t.log_every == 0 && json_record(window.close(s, t, stats, skipped_)).empty()) fail("bench: empty record");
     stats.times.log = seconds_since(t0);
     total += stats.times;
-    if (stats.stop) break;
+    timed += s > warmup ? 1 : 0;
+    if (stats.stop) break;  // every rank together: the stop request rode in the all-reduce
   }
+  if (timed < steps)
+    throw AgreedError(fmt::format("bench: stopped by a signal after {} of {} timed steps", timed, steps));
   wall_s = seconds_since(start);
   return total / static_cast<double>(steps);
 }

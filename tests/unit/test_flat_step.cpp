@@ -85,13 +85,14 @@ TEST(FlatAdam, FusedPassEqualsTheTensorOperations) {
     // Large enough to be split over threads.
     auto fused = random_buffers(100003), ops = fused.clone();
     const auto initial = fused.values.clone();
+    auto scratch = torch::empty_like(initial);
     AdamHyper h;
     h.lr = 0.01, h.beta1 = 0.8, h.beta2 = 0.95, h.eps = 1e-6, h.weight_decay = 0.1, h.decoupled = decoupled;
     for (int64_t step = 1; step <= 5; ++step) {
       h.step = step;
       fused.grads = torch::randn_like(fused.grads), ops.grads = fused.grads.clone();
       adam_update_fused_cpu(fused.values, fused.grads, fused.exp_avg, fused.exp_avg_sq, h);
-      adam_update_tensor_ops(ops.values, ops.grads, ops.exp_avg, ops.exp_avg_sq, h);
+      adam_update_tensor_ops(ops.values, ops.grads, ops.exp_avg, ops.exp_avg_sq, h, scratch);
       // ATen's vectorised kernels may fuse a multiply and an add (one rounding, not two), so
       // a value can differ by an ulp or two of the buffer's scale; a wrong formula moves the
       // parameters by about lr.

@@ -25,6 +25,7 @@ class Ema {
  private:
   std::shared_ptr<Denoiser> shadow_;
   torch::Tensor shadow_values_, model_values_;
+  torch::Tensor model_params_front_;  // the model's first parameter: still a view of model_values_?
   std::vector<torch::Tensor> shadow_buffers_, model_buffers_;
   double decay_;
   int64_t updates_ = 0;

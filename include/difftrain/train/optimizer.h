@@ -24,12 +24,13 @@ struct AdamHyper {
 };
 
 // The update on whole buffers (parameters, gradients, first and second moments, all float32
-// of one layout), as torch.optim's single-tensor Adam/AdamW does it per parameter.
+// of one layout), as LibTorch's Adam/AdamW do it per parameter.
 // The fused form makes one pass on the CPU; the tensor-operation form runs on any device.
 void adam_update_fused_cpu(torch::Tensor& values, const torch::Tensor& grads, torch::Tensor& exp_avg,
                            torch::Tensor& exp_avg_sq, const AdamHyper& h);
+// `scratch` is a buffer of the same size, for the intermediate values.
 void adam_update_tensor_ops(torch::Tensor& values, const torch::Tensor& grads, torch::Tensor& exp_avg,
-                            torch::Tensor& exp_avg_sq, const AdamHyper& h);
+                            torch::Tensor& exp_avg_sq, const AdamHyper& h, torch::Tensor& scratch);
 
 class FlatAdam {
  public:
@@ -66,6 +67,7 @@ class FlatAdam {
   std::vector<torch::Tensor> params_;
   std::vector<int64_t> offsets_;
   torch::Tensor values_, exp_avg_, exp_avg_sq_;
+  torch::Tensor scratch_;  // for the tensor-operation update, made on its first step
   AdamHyper hyper_;
   int64_t steps_ = 0;
 };
