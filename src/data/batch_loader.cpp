@@ -58,9 +58,23 @@ std::vector<int64_t> BatchLoader::batch_indices(int64_t position) const {
   return indices_at(position, cache);
 }
 
+namespace {
+// A rank's share up to this size (as stored: uint8 images stay uint8) is read once and its
+// batches gathered in memory: reading a batch's scattered rows from HDF5 costs a call per
+// row, which on small examples is most of the loader's time.
+constexpr int64_t kKeepInMemoryBytes = int64_t{1} << 30;
+}  // namespace
+
 void BatchLoader::read_ahead(int64_t position) {
   EpochCache cache;
   try {
+    torch::Tensor kept_x, kept_y;  // the share as stored, when it is kept in memory
+    if (share_.size() * dataset_.bytes_per_sample() <= kKeepInMemoryBytes) {
+      kept_x = dataset_.read_stored(share_.begin, share_.size());
+      if (extras_.labels) kept_y = extras_.labels->read_stored(share_.begin, share_.size());
+      std::lock_guard<std::mutex> lock(mutex_);
+      bytes_read_ = dataset_.bytes_read();
+    }
     for (;;) {
       {
         std::unique_lock<std::mutex> lock(mutex_);
@@ -68,8 +82,16 @@ void BatchLoader::read_ahead(int64_t position) {
         if (stop_) return;
       }
       const auto indices = indices_at(position, cache);
-      Batch batch{dataset_.read(indices), {}};
-      if (extras_.labels) batch.y = extras_.labels->read(indices);
+      Batch batch;
+      if (kept_x.defined()) {
+        // The same values read() gives: the same rows as stored, converted the same way.
+        const auto rows = torch::tensor(indices, torch::kInt64) - share_.begin;
+        batch.x = dataset_.as_read(kept_x.index_select(0, rows));
+        if (kept_y.defined()) batch.y = extras_.labels->as_read(kept_y.index_select(0, rows));
+      } else {
+        batch.x = dataset_.read(indices);
+        if (extras_.labels) batch.y = extras_.labels->read(indices);
+      }
       if (extras_.hflip) {
         const auto flip = random_stream(seed_, rank_, Stream::hflip, static_cast<uint64_t>(position)).uniform({batch_size_}) < 0.5;
         batch.x = torch::where(flip.view({-1, 1, 1, 1}), batch.x.flip({3}), batch.x);

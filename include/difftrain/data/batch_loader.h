@@ -1,5 +1,7 @@
 #pragma once
-// Batches of one rank's share of the data, read ahead on a background thread.
+// Batches of one rank's share of the data, read ahead on a background thread. A share of
+// up to 1 GiB as stored is read whole when the loader starts, and batches are gathered from
+// memory; a larger one is read batch by batch.
 //
 // Epoch e visits every index of the share once, in an order shuffled by a stream derived
 // from (seed, rank, e); a batch that reaches the end of an epoch continues into the next.

@@ -45,6 +45,8 @@ class ShardedDataset {
 
   // Rows [first, first + count) exactly as stored (no scaling).
   torch::Tensor read_stored(int64_t first, int64_t count);
+  // Stored rows as read() returns them: uint8 scaled to [-1, 1] in float32, the rest as is.
+  torch::Tensor as_read(torch::Tensor stored) const;
 
   // Bytes read from the files so far (payload, as stored).
   int64_t bytes_read() const { return bytes_read_; }
