@@ -14,7 +14,7 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 difftrain=${DIFFTRAIN:-build/difftrain}
 [[ $difftrain = /* ]] || difftrain=$root/$difftrain
-img_steps=${1:-20}
+img_steps=${1:-40}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mpi=(mpirun --oversubscribe --bind-to none -x OMP_NUM_THREADS=1 -x OPENBLAS_NUM_THREADS=1)
