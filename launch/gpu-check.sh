@@ -124,13 +124,15 @@ summary=$(grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "$out/nccl.log" | tr '\n' ' ')
 [[ $rc -eq 0 ]] && ! grep -q 'SKIPPED' "$out/nccl.log" && result ok "NCCL tests on $gpus GPU(s): $summary" ||
   { grep -E 'Failure|error|Expected|Which is|SKIPPED' "$out/nccl.log" | head -20 | tee -a "$report"; result FAIL "NCCL tests on $gpus GPU(s): $summary"; }
 
-# ---- swissroll, 2000 steps on one GPU, in fp32 and under bf16 autocast -------------------------
+# ---- swissroll, 2000 steps on one GPU: fp32, bf16 autocast, fp32 replayed from a CUDA graph ---
 "$difftrain" prepare swissroll --out "$out/data/swissroll" --shards 1 >/dev/null
-for precision in fp32 bf16; do
+for precision in fp32 bf16 fp32-graph; do
   run=$out/swissroll-$precision
   rm -rf "$run"
-  "$difftrain" train configs/swissroll.yaml dist.backend=nccl train.steps=2000 train.precision=$precision \
-    "data.path=$out/data/swissroll" "run_dir=$run" >"$out/swissroll-$precision.log" 2>&1
+  graph=false
+  [[ $precision == *-graph ]] && graph=true
+  "$difftrain" train configs/swissroll.yaml dist.backend=nccl train.steps=2000 train.precision=${precision%-graph} \
+    train.cuda_graph=$graph "data.path=$out/data/swissroll" "run_dir=$run" >"$out/swissroll-$precision.log" 2>&1
   if [[ $? -eq 0 ]]; then
     rate=$($py -c "import json,sys; r=[json.loads(l) for l in open(sys.argv[1]) if 'steps_per_s' in l]; print(f\"{sum(x['steps_per_s'] for x in r[1:])/max(1,len(r)-1):.0f}\")" "$run/metrics.jsonl")
     "$difftrain" sample --checkpoint "$run/checkpoints/latest.pt" --out "$run/samples.h5" >/dev/null 2>&1
@@ -167,22 +169,29 @@ if [[ -n $fm ]]; then
     result FAIL "fashion-mnist DiT smoke on 1 GPU (see $out/smoke.log)"
   fi
   # The step side by side with the same model in this machine's PyTorch, on the GPU:
-  # difftrain bench against tests/bench/torch_step.py, 50 timed steps after 5.
-  for recipe in fashion_mnist_unet_smoke fashion_mnist_dit_cond_smoke; do
-    "$difftrain" bench "configs/$recipe.yaml" dist.backend=nccl "data.path=$data/train" --steps 50 --warmup 5 \
-      >"$out/bench-$recipe.log" 2>&1
+  # difftrain bench (eager, and replayed from a CUDA graph) against tests/bench/torch_step.py,
+  # 50 timed steps after 5.
+  for run in fashion_mnist_unet_smoke fashion_mnist_dit_cond_smoke fashion_mnist_unet_smoke:graph \
+    fashion_mnist_dit_cond_smoke:graph; do
+    recipe=${run%:graph}
+    graph=false
+    [[ $run == *:graph ]] && graph=true
+    "$difftrain" bench "configs/$recipe.yaml" dist.backend=nccl "data.path=$data/train" train.cuda_graph=$graph \
+      --steps 50 --warmup 5 >"$out/bench-$run.log" 2>&1
     dt=$?
-    $py tests/bench/torch_step.py "configs/$recipe.yaml" "data.path=$data/train" --device cuda --steps 50 --warmup 5 \
-      >"$out/torch-$recipe.log" 2>&1
-    pt=$?
+    if [[ $graph == false ]]; then  # PyTorch's step once per recipe
+      $py tests/bench/torch_step.py "configs/$recipe.yaml" "data.path=$data/train" --device cuda --steps 50 \
+        --warmup 5 >"$out/torch-$recipe.log" 2>&1
+      pt=$?
+    fi
     if [[ $dt -eq 0 && $pt -eq 0 ]]; then
-      result ok "$recipe on 1 GPU: $($py -c "import json,sys
+      result ok "$recipe on 1 GPU (train.cuda_graph $graph): $($py -c "import json,sys
 d, p = (json.loads(open(f).read().strip().splitlines()[-1]) for f in sys.argv[1:3])
 print(f\"difftrain {d['samples_per_s']:.0f} img/s ({d['step_ms']:.1f} ms/step, {d.get('peak_gpu_mb', '?')} MiB), \"
       f\"PyTorch {p['torch']} {p['samples_per_s']:.0f} img/s ({p['step_ms']:.1f} ms, {p.get('peak_gpu_mb', '?')} MiB): \"
-      f\"{d['samples_per_s'] / p['samples_per_s']:.2f}x\")" "$out/bench-$recipe.log" "$out/torch-$recipe.log")"
+      f\"{d['samples_per_s'] / p['samples_per_s']:.2f}x\")" "$out/bench-$run.log" "$out/torch-$recipe.log")"
     else
-      result FAIL "$recipe bench on 1 GPU (see $out/bench-$recipe.log, $out/torch-$recipe.log)"
+      result FAIL "$recipe bench on 1 GPU, train.cuda_graph $graph (see $out/bench-$run.log, $out/torch-$recipe.log)"
     fi
   done
 else

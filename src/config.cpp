@@ -157,6 +157,7 @@ std::vector<Field> schema(Config& c) {
       field("train.precision", c.train.precision),
       field("train.tf32", c.train.tf32),
       field("train.threads", c.train.threads),
+      field("train.cuda_graph", c.train.cuda_graph),
       field("dist.backend", c.dist.backend),
       field("dist.bucket_mb", c.dist.bucket_mb),
       field("dist.check_every", c.dist.check_every),

@@ -1,8 +1,20 @@
 #include "difftrain/flat_buffer.h"
 
+#include <cstring>
+
 #include "difftrain/error.h"
 
 namespace difftrain {
+
+void copy_few(const torch::Tensor& from, const torch::Tensor& to) {
+  if (from.numel() != to.numel()) fail("copy: {} values into {}", from.numel(), to.numel());
+  if (from.data_ptr() == to.data_ptr() && from.dtype() == to.dtype() && from.device() == to.device()) return;
+  if (from.is_cpu() && to.is_cpu() && from.is_contiguous() && to.is_contiguous() &&
+      from.scalar_type() == torch::kFloat32 && to.scalar_type() == torch::kFloat32)
+    std::memcpy(to.data_ptr<float>(), from.data_ptr<float>(), sizeof(float) * static_cast<std::size_t>(to.numel()));
+  else
+    to.copy_(from.reshape(to.sizes()));
+}
 
 std::vector<int64_t> flat_offsets(const std::vector<torch::Tensor>& tensors) {
   std::vector<int64_t> offsets;

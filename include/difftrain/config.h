@@ -46,6 +46,7 @@ struct TrainConfig {
   std::string precision = "fp32";  // fp32 | bf16 (autocast for the forward pass)
   bool tf32 = true;                // TF32 matmuls and convolutions on GPUs
   int64_t threads = 0;             // intra-op threads per rank; 0 = the node's cores / its ranks
+  bool cuda_graph = false;  // replay the step's device work from a CUDA graph (static shapes)
 };
 
 struct DistConfig {

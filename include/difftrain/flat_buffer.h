@@ -20,4 +20,10 @@ torch::Tensor flat_buffer(const std::vector<torch::Tensor>& tensors);
 // Offsets of `tensors` laid out one after the other: offset i is the sum of the sizes before i.
 std::vector<int64_t> flat_offsets(const std::vector<torch::Tensor>& tensors);
 
+// `to` = `from` for a few values (a step's flags and sums beside its gradients): between
+// contiguous float32 host tensors a plain memcpy, as ATen's copy_ costs tens of
+// microseconds there (measured with tests/bench/bench_grad_sync.cpp), as much as a small
+// model's whole all-reduce. Nothing to do when both are the same values.
+void copy_few(const torch::Tensor& from, const torch::Tensor& to);
+
 }  // namespace difftrain

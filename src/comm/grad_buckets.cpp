@@ -1,7 +1,5 @@
 #include "difftrain/comm/grad_buckets.h"
 
-#include <cstring>
-
 #include <torch/csrc/autograd/function_hook.h>
 
 #include "difftrain/error.h"
@@ -128,21 +126,6 @@ void GradBuckets::start(std::size_t bucket) {
   ++next_;
 }
 
-namespace {
-
-// A few floats between host tensors: a plain copy. ATen's copy_ costs tens of microseconds
-// of the step's critical path here (measured with tests/bench/bench_grad_sync.cpp), as much
-// as the whole all-reduce of a small model.
-void copy_extras(const torch::Tensor& from, const torch::Tensor& to) {
-  if (from.is_cpu() && to.is_cpu() && from.is_contiguous() && to.is_contiguous() &&
-      from.scalar_type() == torch::kFloat32 && to.scalar_type() == torch::kFloat32)
-    std::memcpy(to.data_ptr<float>(), from.data_ptr<float>(), sizeof(float) * static_cast<std::size_t>(to.numel()));
-  else
-    to.copy_(from.reshape(to.sizes()));
-}
-
-}  // namespace
-
 void GradBuckets::allreduce_sum(Communicator& comm, torch::Tensor& extras) {
   if (extras.numel() != extras_) fail("gradient buckets: expected {} extra values, got {}", extras_, extras.numel());
   if (comm.size() == 1) {
@@ -153,12 +136,12 @@ void GradBuckets::allreduce_sum(Communicator& comm, torch::Tensor& extras) {
   if (!comm_) next_ = 0, started_in_backward_.clear();
   comm_ = &comm;
   while (next_ + 1 < buckets_.size()) start(bucket_in_order(next_));
-  copy_extras(extras, extras_slot());
+  copy_few(extras, extras_slot());
   comm.allreduce_sum(buckets_[kLastBucket].flat);
   for (auto& bucket : buckets_)
     if (bucket.pending) bucket.pending->wait(), bucket.pending.reset();
   comm_ = nullptr;
-  copy_extras(extras_slot(), extras);
+  copy_few(extras_slot(), extras);
 }
 
 }  // namespace difftrain

@@ -37,6 +37,13 @@ ncclDataType_t nccl_type(const torch::Tensor& t) {
   }
 }
 
+// Whether `stream` is being recorded into a CUDA graph: its work then does not run (and its
+// events may not be queried) until a replay.
+bool capturing(cudaStream_t stream) {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  return cudaStreamIsCapturing(stream, &status) == cudaSuccess && status != cudaStreamCaptureStatusNone;
+}
+
 }  // namespace
 
 int cuda_device_count() {
@@ -93,6 +100,8 @@ NcclCommunicator::NcclCommunicator(double timeout_s) : mpi_(timeout_s), timeout_
     if (error.empty()) {
       cudaError_t rc = cudaSetDevice(device_);
       if (rc == cudaSuccess) rc = cudaEventCreateWithFlags(&done_, cudaEventDisableTiming);
+      if (rc == cudaSuccess) rc = cudaEventCreateWithFlags(&forked_, cudaEventDisableTiming);
+      if (rc == cudaSuccess) rc = cudaEventCreateWithFlags(&joined_, cudaEventDisableTiming);
       if (rc == cudaSuccess) rc = cudaStreamCreateWithFlags(&comm_stream_, cudaStreamNonBlocking);
       if (rc != cudaSuccess) fail("GPU {}: {}", device_, cudaGetErrorString(rc));
       if (rank == 0) {
@@ -152,6 +161,8 @@ NcclCommunicator::~NcclCommunicator() {
       ncclCommAbort(comm_);
   }
   if (done_) cudaEventDestroy(done_);
+  if (forked_) cudaEventDestroy(forked_);
+  if (joined_) cudaEventDestroy(joined_);
   if (comm_stream_) cudaStreamDestroy(comm_stream_);
 }
 
@@ -187,6 +198,7 @@ void NcclCommunicator::watch() {
 }
 
 void NcclCommunicator::enqueued(const char* what, cudaStream_t stream) {
+  if (capturing(stream)) return;  // watched at each replay instead (watch_device_work)
   std::lock_guard<std::mutex> lock(mutex_);
   check_cuda(cudaEventRecord(done_, stream), rank(), "cudaEventRecord");
   enqueued_ns_ = now_ns(), what_ = what;
@@ -213,17 +225,29 @@ void NcclCommunicator::broadcast(void* data, size_t count, ncclDataType_t type, 
 
 void NcclCommunicator::synchronize() { check_cuda(cudaDeviceSynchronize(), rank(), "cudaDeviceSynchronize"); }
 
+// Every collective of this communicator runs on its one stream, in the order it was called,
+// which is the same on every rank: on two streams the GPU (or a replayed CUDA graph) could
+// run two of them in either order, and ranks that disagree on the order deadlock.
+void NcclCommunicator::on_comm_stream(const std::function<void(cudaStream_t)>& enqueue) {
+  const cudaStream_t caller = torch_current_stream();
+  check_cuda(cudaEventRecord(forked_, caller), rank(), "cudaEventRecord");
+  check_cuda(cudaStreamWaitEvent(comm_stream_, forked_, 0), rank(), "cudaStreamWaitEvent");
+  enqueue(comm_stream_);
+  check_cuda(cudaEventRecord(joined_, comm_stream_), rank(), "cudaEventRecord");
+  check_cuda(cudaStreamWaitEvent(caller, joined_, 0), rank(), "cudaStreamWaitEvent");
+}
+
 void NcclCommunicator::tensor_collective(torch::Tensor& t, const char* what,
                                          const std::function<void(void*, cudaStream_t)>& run) {
   if (t.is_cuda()) {
     if (!t.is_contiguous() || t.device().index() != device_)
       fail("rank {}: {} needs a contiguous tensor on cuda:{}, got {}", rank(), what, device_, t.device().str());
-    run(t.data_ptr(), torch_current_stream());
+    on_comm_stream([&](cudaStream_t s) { run(t.data_ptr(), s); });
     return;
   }
   // Small host values (flags, headers, statistics) go through the GPU and come back.
   auto staged = t.contiguous().to(device());
-  run(staged.data_ptr(), torch_current_stream());
+  on_comm_stream([&](cudaStream_t s) { run(staged.data_ptr(), s); });
   t.copy_(staged.cpu());
 }
 
@@ -237,13 +261,15 @@ namespace {
 // current stream after it.
 class NcclPending : public PendingCollective {
  public:
-  NcclPending(cudaEvent_t finished, int rank) : finished_(finished), rank_(rank) {}
+  NcclPending(cudaEvent_t finished, bool captured, int rank) : finished_(finished), captured_(captured), rank_(rank) {}
   ~NcclPending() override { cudaEventDestroy(finished_); }  // released by CUDA once it fired
-  bool test() override { return cudaEventQuery(finished_) == cudaSuccess; }
+  // An event recorded inside a capture may not be queried; nothing ran yet anyway.
+  bool test() override { return !captured_ && cudaEventQuery(finished_) == cudaSuccess; }
   void wait() override { check_cuda(cudaStreamWaitEvent(torch_current_stream(), finished_, 0), rank_, "cudaStreamWaitEvent"); }
 
  private:
   cudaEvent_t finished_;
+  bool captured_;
   int rank_;
 };
 }  // namespace
@@ -260,7 +286,7 @@ std::unique_ptr<PendingCollective> NcclCommunicator::start_allreduce_sum(torch::
   allreduce(t.data_ptr(), static_cast<size_t>(t.numel()), nccl_type(t), ncclSum, comm_stream_);
   check_cuda(cudaEventCreateWithFlags(&finished, cudaEventDisableTiming), rank(), "cudaEventCreate");
   check_cuda(cudaEventRecord(finished, comm_stream_), rank(), "cudaEventRecord");
-  return std::make_unique<NcclPending>(finished, rank());
+  return std::make_unique<NcclPending>(finished, capturing(comm_stream_), rank());
 }
 
 void NcclCommunicator::allreduce_max(torch::Tensor& t) {
@@ -272,6 +298,8 @@ void NcclCommunicator::broadcast(torch::Tensor& t, int root) {
   tensor_collective(t, "ncclBroadcast",
                     [&](void* p, cudaStream_t s) { broadcast(p, t.numel(), nccl_type(t), root, s); });
 }
+
+void NcclCommunicator::watch_device_work(const char* what) { enqueued(what, torch_current_stream()); }
 
 void NcclCommunicator::barrier() {
   synchronize();

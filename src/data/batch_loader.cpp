@@ -58,18 +58,11 @@ std::vector<int64_t> BatchLoader::batch_indices(int64_t position) const {
   return indices_at(position, cache);
 }
 
-namespace {
-// A rank's share up to this size (as stored: uint8 images stay uint8) is read once and its
-// batches gathered in memory: reading a batch's scattered rows from HDF5 costs a call per
-// row, which on small examples is most of the loader's time.
-constexpr int64_t kKeepInMemoryBytes = int64_t{1} << 30;
-}  // namespace
-
 void BatchLoader::read_ahead(int64_t position) {
   EpochCache cache;
   try {
     torch::Tensor kept_x, kept_y;  // the share as stored, when it is kept in memory
-    if (share_.size() * dataset_.bytes_per_sample() <= kKeepInMemoryBytes) {
+    if (share_.size() * dataset_.bytes_per_sample() <= extras_.keep_in_memory_bytes) {
       kept_x = dataset_.read_stored(share_.begin, share_.size());
       if (extras_.labels) kept_y = extras_.labels->read_stored(share_.begin, share_.size());
       std::lock_guard<std::mutex> lock(mutex_);

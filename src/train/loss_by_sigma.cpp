@@ -16,32 +16,49 @@ LossBySigma::LossBySigma(double sigma_min, double sigma_max, int64_t bins) : sum
 }
 
 torch::Tensor LossBySigma::bin(const torch::Tensor& loss, const torch::Tensor& sigma) const {
+  auto out = torch::zeros({2 * bins()}, loss.options().dtype(torch::kFloat64));
+  bin_into(loss, sigma, out);
+  return out;
+}
+
+namespace {
+template <typename T>
+void add_bins(const torch::Tensor& loss, const torch::Tensor& sigma, T* sums, int64_t k, double lo, double width) {
+  // A loop over the batch: a dozen tensor operations on a hundred values cost more.
+  const auto l = loss.detach().reshape({-1}).to(torch::kFloat64).contiguous();
+  const auto s = sigma.detach().reshape({-1}).to(torch::kFloat64).contiguous();
+  const double *lv = l.data_ptr<double>(), *sv = s.data_ptr<double>();
+  for (int64_t i = 0; i < l.numel(); ++i) {
+    double at = std::floor((std::log(sv[i]) - lo) / width);
+    if (!(at >= 0)) at = 0;  // NaN too: the tensor path's clamp sends it to the first bin
+    const auto bin = static_cast<int64_t>(std::clamp(at, 0.0, static_cast<double>(k - 1)));
+    sums[bin] += static_cast<T>(lv[i]), sums[k + bin] += 1;
+  }
+}
+}  // namespace
+
+void LossBySigma::bin_into(const torch::Tensor& loss, const torch::Tensor& sigma, torch::Tensor out) const {
   torch::NoGradGuard no_grad;
   const int64_t k = bins();
   const double lo = edges_.front(), width = (edges_.back() - lo) / static_cast<double>(k);
+  if (out.numel() != 2 * k || !out.is_contiguous() || out.device() != loss.device())
+    fail("loss by sigma: expected a contiguous [{}] tensor on {}, got {} on {}", 2 * k, loss.device().str(),
+         out.sizes(), out.device().str());
   if (loss.is_cpu()) {
-    // A loop over the batch: a dozen tensor operations on a hundred values cost more.
-    const auto l = loss.detach().reshape({-1}).to(torch::kFloat64).contiguous();
-    const auto s = sigma.detach().reshape({-1}).to(torch::kFloat64).contiguous();
-    auto out = torch::zeros({2 * k}, torch::kFloat64);
-    double* sums = out.data_ptr<double>();
-    const double *lv = l.data_ptr<double>(), *sv = s.data_ptr<double>();
-    for (int64_t i = 0; i < l.numel(); ++i) {
-      double at = std::floor((std::log(sv[i]) - lo) / width);
-      if (!(at >= 0)) at = 0;  // NaN too: the tensor path's clamp sends it to the first bin
-      const auto bin = static_cast<int64_t>(std::clamp(at, 0.0, static_cast<double>(k - 1)));
-      sums[bin] += lv[i], sums[k + bin] += 1;
-    }
-    return out;
+    if (out.scalar_type() == torch::kFloat32)
+      add_bins(loss, sigma, out.data_ptr<float>(), k, lo, width);
+    else if (out.scalar_type() == torch::kFloat64)
+      add_bins(loss, sigma, out.data_ptr<double>(), k, lo, width);
+    else
+      fail("loss by sigma: sums must be float32 or float64");
+    return;
   }
-  // Where the loss is (no copy to the host in the step).
-  const auto l = loss.detach().reshape({-1}).to(torch::kFloat64);
+  // Where the loss is: no copy to the host in the step (which a captured step could not make).
+  const auto l = loss.detach().reshape({-1}).to(out.scalar_type());
   const auto s = sigma.detach().reshape({-1}).to(l.device(), torch::kFloat64);
   const auto index = ((s.log() - lo) / width).floor().clamp(0, static_cast<double>(k - 1)).to(torch::kInt64);
-  auto out = torch::zeros({2 * k}, l.options());
   out.narrow(0, 0, k).index_add_(0, index, l);
   out.narrow(0, k, k).index_add_(0, index, torch::ones_like(l));
-  return out;
 }
 
 void LossBySigma::add(const torch::Tensor& sums_and_counts) {

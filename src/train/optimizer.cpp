@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include <ATen/Parallel.h>
+#include <torch/version.h>
 
 #include "difftrain/error.h"
 #include "difftrain/flat_buffer.h"
@@ -93,6 +94,25 @@ void adam_update_tensor_ops(torch::Tensor& values, const torch::Tensor& grads, t
   values.addcdiv_(exp_avg, denom, -(h.lr / correction1));
 }
 
+#if TORCH_VERSION_MAJOR >= 2
+namespace {
+// On a GPU with LibTorch 2.x: PyTorch's fused kernel (torch.optim's fused=True), one
+// launch for the whole buffer. The step count rides in a device tensor, as the kernel reads it.
+void adam_update_fused_gpu(torch::Tensor& values, const torch::Tensor& grads, torch::Tensor& exp_avg,
+                           torch::Tensor& exp_avg_sq, const AdamHyper& h) {
+  check_buffers(values, grads, exp_avg, exp_avg_sq);
+  torch::NoGradGuard no_grad;
+  const auto step = torch::full({1}, static_cast<double>(h.step), values.options());
+  if (h.decoupled)
+    at::_fused_adamw_({values}, {grads}, {exp_avg}, {exp_avg_sq}, {}, {step}, h.lr, h.beta1, h.beta2,
+                      h.weight_decay, h.eps, /*amsgrad=*/false, /*maximize=*/false);
+  else
+    at::_fused_adam_({values}, {grads}, {exp_avg}, {exp_avg_sq}, {}, {step}, h.lr, h.beta1, h.beta2, h.weight_decay,
+                     h.eps, /*amsgrad=*/false, /*maximize=*/false);
+}
+}  // namespace
+#endif
+
 FlatAdam::FlatAdam(std::vector<torch::Tensor> params, const AdamHyper& hyper)
     : params_(std::move(params)), offsets_(flat_offsets(params_)), values_(flat_buffer(params_)), hyper_(hyper) {
   if (values_.scalar_type() != torch::kFloat32) fail("optimizer: parameters must be float32, not {}", c10::toString(values_.scalar_type()));
@@ -108,6 +128,10 @@ void FlatAdam::step(const torch::Tensor& grads) {
   h.step = ++steps_;
   if (values_.is_cpu()) {
     adam_update_fused_cpu(values_, grads, exp_avg_, exp_avg_sq_, h);
+#if TORCH_VERSION_MAJOR >= 2
+  } else if (values_.is_cuda()) {
+    adam_update_fused_gpu(values_, grads, exp_avg_, exp_avg_sq_, h);
+#endif
   } else {
     if (!scratch_.defined()) scratch_ = torch::empty_like(values_);
     adam_update_tensor_ops(values_, grads, exp_avg_, exp_avg_sq_, h, scratch_);

@@ -8,6 +8,7 @@
 
 #include "difftrain/atomic_file.h"
 #include "difftrain/error.h"
+#include "difftrain/flat_buffer.h"
 #include "difftrain/models/registry.h"
 #include "difftrain/sample.h"
 #include "difftrain/train/optimizer.h"
@@ -97,6 +98,8 @@ Trainer::Trainer(Config config, Communicator& comm, TrainOptions options)
   // stop request, its failure, and its loss by noise level.
   buckets_ = std::make_unique<GradBuckets>(model_->parameters(), config_.dist.bucket_mb,
                                            /*extras=*/3 + 2 * loss_by_sigma_.bins());
+  host_flags_ = torch::zeros({2}, torch::TensorOptions(torch::kFloat32).pinned_memory(comm_.device().is_cuda()));
+  flags_ = comm_.device().is_cuda() ? host_flags_.to(comm_.device()) : host_flags_;
 }
 
 Trainer::~Trainer() = default;
@@ -185,65 +188,144 @@ void Trainer::save(int64_t step) {
   run_dir_->save(std::move(c));
 }
 
+namespace {
+// Eager steps before the step is captured (train.cuda_graph): what LibTorch initialises on
+// first use (library handles, workspaces, autotuned kernels) must exist before a capture,
+// which may neither synchronise nor allocate outside its own memory pool.
+constexpr int64_t kEagerStepsBeforeCapture = 3;
+}  // namespace
+
+void Trainer::stage_inputs(const std::vector<Batch>& micro_batches, int64_t step_index) {
+  const auto accum = config_.train.grad_accum;
+  if (static_cast<int64_t>(micro_batches.size()) != accum)
+    fail("expected {} micro-batches (train.grad_accum), got {}", accum, micro_batches.size());
+  inputs_.resize(static_cast<std::size_t>(accum));
+  const auto device = comm_.device();
+  for (int64_t m = 0; m < accum; ++m) {
+    const auto& batch = micro_batches[m];
+    auto& in = inputs_[m];
+    if (!in.x0.defined() || in.x0.sizes() != batch.x.sizes()) {
+      if (graph_)
+        fail("a micro-batch of shape {} does not fit the captured step's {} (train.cuda_graph needs one shape)",
+             batch.x.sizes(), in.x0.sizes());
+      in.x0 = torch::empty(batch.x.sizes(), batch.x.options().device(device));
+      std::vector<int64_t> sigma_shape(batch.x.dim(), 1);
+      sigma_shape[0] = batch.x.size(0);
+      in.sigma = torch::empty(sigma_shape, in.x0.options());
+      in.eps = torch::empty_like(in.x0);
+      if (model_->num_classes() > 0) in.labels = torch::empty({batch.x.size(0)}, in.x0.options().dtype(torch::kInt64));
+    }
+    in.x0.copy_(batch.x);
+    const uint64_t counter = static_cast<uint64_t>((step_index - 1) * accum + m);
+    auto stream = [&](Stream purpose) { return random_stream(config_.seed, comm_.rank(), purpose, counter, device); };
+    // Dropout draws from the default generators, keyed like every other draw so that a
+    // resumed run drops the same units: once per step, as a captured step cannot reseed them
+    // between its micro-batches.
+    if (m == 0) stream(Stream::dropout).seed_default_generators();
+    auto sigma_draws = stream(Stream::sigma), eps_draws = stream(Stream::eps);
+    const auto drawn = generate_train_sample(in.x0, schedule_, sigma_draws, eps_draws);
+    in.sigma.copy_(drawn.sigma);
+    in.eps.copy_(drawn.eps);
+    if (in.labels.defined()) {
+      auto drop_draws = stream(Stream::cond_drop);
+      in.labels.copy_(drop_labels(batch.y.to(device), config_.train.cond_drop, model_->num_classes(), drop_draws));
+    }
+  }
+}
+
+void Trainer::forward_backward() {
+  buckets_->zero_grad();
+  // What every rank learns with the gradients (summed over ranks): [loss, stop requests,
+  // failures, loss by sigma...].
+  auto extras = buckets_->extras();
+  copy_few(flags_, extras.narrow(0, 1, 2));
+  const auto accum = static_cast<int64_t>(inputs_.size());
+  for (int64_t m = 0; m < accum; ++m) {
+    torch::Tensor per_example;
+    {
+      // The forward pass in bf16 when asked; backward runs outside, as torch.autocast
+      // intends, and leaves fp32 gradients on the fp32 weights.
+      AutocastScope autocast(precision_, comm_.device());
+      per_example = training_loss_per_example(*model_, parameterization_, inputs_[m]);
+    }
+    // Scaled by 1 / (micro-batches x ranks), so that the gradients' sum over ranks is the
+    // global batch's mean.
+    const auto loss = per_example.mean() / static_cast<double>(accum * comm_.size());
+    extras.narrow(0, 0, 1).add_(loss.detach().reshape({1}));
+    loss_by_sigma_.bin_into(per_example, inputs_[m].sigma, extras.narrow(0, 3, 2 * loss_by_sigma_.bins()));
+    // The last backward starts each bucket's all-reduce as soon as its gradients are in.
+    if (m + 1 == accum) buckets_->arm(comm_);
+    loss.backward();
+  }
+}
+
+void Trainer::capture_step(int64_t step_index, std::exception_ptr local_error) {
+  std::exception_ptr failure = local_error;
+  if (!failure) {
+    try {
+      auto graph = make_step_graph(comm_.device());
+      graph->capture([this] {
+        forward_backward();
+        auto extras = buckets_->extras();
+        buckets_->allreduce_sum(comm_, extras);
+      });
+      graph_ = std::move(graph);
+    } catch (...) {
+      failure = std::current_exception();
+    }
+  }
+  // No rank may replay a step that another failed to record: its collectives would wait
+  // for that rank forever.
+  agree(failure, step_index);
+}
+
 Trainer::StepStats Trainer::step(const std::vector<Batch>& micro_batches, int64_t step_index,
                                  std::exception_ptr local_error) {
   StepStats stats;
   auto t0 = Clock::now();
-  buckets_->zero_grad();
-  const auto device = comm_.device();
-  auto loss_sum = torch::zeros({1}, torch::TensorOptions(torch::kFloat32).device(device));
-  auto binned = torch::zeros({2 * loss_by_sigma_.bins()}, torch::TensorOptions(torch::kFloat64).device(device));
-  const auto accum = static_cast<int64_t>(micro_batches.size());
   if (!local_error) {
     try {
-      for (int64_t m = 0; m < accum; ++m) {
-        const uint64_t counter = static_cast<uint64_t>((step_index - 1) * accum + m);
-        auto stream = [&](Stream purpose) { return random_stream(config_.seed, comm_.rank(), purpose, counter, device); };
-        auto sigma_draws = stream(Stream::sigma), eps_draws = stream(Stream::eps);
-        // Dropout draws from the default generators: keyed like every other draw, so that a
-        // resumed run drops the same units.
-        stream(Stream::dropout).seed_default_generators();
-        const auto x0 = micro_batches[m].x.to(device);
-        auto sample = generate_train_sample(x0, schedule_, sigma_draws, eps_draws);
-        if (model_->num_classes() > 0) {
-          auto drop_draws = stream(Stream::cond_drop);
-          sample.labels = drop_labels(micro_batches[m].y.to(device), config_.train.cond_drop, model_->num_classes(),
-                                      drop_draws);
-        }
-        torch::Tensor per_example;
-        {
-          // The forward pass in bf16 when asked; backward runs outside, as torch.autocast
-          // intends, and leaves fp32 gradients on the fp32 weights.
-          AutocastScope autocast(precision_, comm_.device());
-          per_example = training_loss_per_example(*model_, parameterization_, sample);
-        }
-        // Scaled by 1 / (micro-batches x ranks), so that the gradients' sum over ranks is
-        // the global batch's mean.
-        const auto loss = per_example.mean() / static_cast<double>(accum * comm_.size());
-        loss_sum += loss.detach().to(torch::kFloat32).reshape({1});
-        binned += loss_by_sigma_.bin(per_example, sample.sigma);
-        // The last backward starts each bucket's all-reduce as soon as its gradients are in.
-        if (m + 1 == accum) buckets_->arm(comm_);
-        loss.backward();
-      }
+      stage_inputs(micro_batches, step_index);
     } catch (...) {
       local_error = std::current_exception();
     }
   }
-  stats.times.compute = seconds_since(t0);
-
-  t0 = Clock::now();
-  // What every rank learns with the gradients, after backward (summed over ranks):
-  // [loss, stop requests, failures, loss by sigma...]. Waits for what backward started, and
-  // starts the rest (everything, after a failure).
-  const auto flags = torch::tensor({stop_requested() ? 1.f : 0.f, local_error ? 1.f : 0.f}).to(device);
-  auto shared = torch::cat({loss_sum, flags, binned.to(torch::kFloat32)});
-  buckets_->allreduce_sum(comm_, shared);
-  shared = shared.cpu();  // the step's one read of the shared values
+  float* flags = host_flags_.data_ptr<float>();
+  flags[0] = stop_requested() ? 1.f : 0.f, flags[1] = local_error ? 1.f : 0.f;
+  copy_few(host_flags_, flags_);
+  if (config_.train.cuda_graph && !graph_ && steps_run_ == kEagerStepsBeforeCapture)
+    capture_step(step_index, local_error);
+  ++steps_run_;
+  auto extras = buckets_->extras();
+  if (graph_ && !local_error) {
+    graph_->replay();  // forward_backward and the all-reduce below, as captured
+    comm_.watch_device_work("a replayed step's gradient all-reduce");
+    stats.times.compute = seconds_since(t0);
+    t0 = Clock::now();
+  } else {
+    if (!local_error) {
+      try {
+        forward_backward();
+      } catch (...) {
+        local_error = std::current_exception();
+      }
+    }
+    if (local_error) {
+      // This rank takes part in the sum with no gradients and its failure.
+      buckets_->zero_grad();
+      flags[1] = 1.f;
+      copy_few(host_flags_, extras.narrow(0, 1, 2));
+    }
+    stats.times.compute = seconds_since(t0);
+    t0 = Clock::now();
+    // Waits for the all-reduces backward started, and starts the rest (all of them, after a failure).
+    buckets_->allreduce_sum(comm_, extras);
+  }
+  const auto shared = extras.cpu();  // the step's one read of the shared values
   const float* values = shared.data_ptr<float>();
   stats.loss = values[0];
   stats.stop = values[1] > 0;
-  stats.loss_by_sigma = shared.narrow(0, 3, binned.numel()).to(torch::kFloat64);
+  stats.loss_by_sigma = shared.narrow(0, 3, 2 * loss_by_sigma_.bins()).to(torch::kFloat64);  // a copy: the next step zeroes it
   stats.times.sync = seconds_since(t0);
   if (values[2] > 0) throw_shared_failure(local_error, step_index);
 

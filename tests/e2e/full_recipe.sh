@@ -2,8 +2,9 @@
 # The full toy recipe (configs/swissroll.yaml: 15000 steps, 2000 samples in 20 steps with
 # gam=2), trained and sampled for seeds 0..4: the mean distance of the samples to the true
 # curve, averaged over the seeds, is at most 0.04 (plain PyTorch: about 0.03). One run
-# varies a lot with the seed (0.016 to 0.046 here, for difftrain and PyTorch alike), so
-# the bar is on the mean of five.
+# varies a lot with the seed (0.014 to 0.078 over 16 seeds for difftrain, 0.017 to 0.046 over
+# 15 for PyTorch), so the main bar is on the mean of five. Seed 3 (0.078) fails the
+# per-seed bar: see the README's "Measurements" on what was ruled out.
 #   bash tests/e2e/full_recipe.sh path/to/difftrain path/to/mpirun
 #   DIFFTRAIN_LONG_TESTS=1 ctest -R e2e_full_recipe   # run it; skipped (exit 77) otherwise
 set -uo pipefail

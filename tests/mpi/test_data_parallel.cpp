@@ -197,6 +197,20 @@ TEST(DataParallel, SameSeedAndWorldReproduceTheRunExactly) {
   for (std::size_t i = 0; i < first.size(); ++i) EXPECT_TRUE(torch::equal(first[i], second[i])) << "parameter " << i;
 }
 
+// train.cuda_graph: the step recorded after 3 eager steps and replayed (on the CPU the
+// recorded work runs at each replay), with small buckets whose all-reduces start inside the
+// recorded backward.
+TEST(DataParallel, CapturedStepTrainsLikeTheEagerStepBitwise) {
+  SharedDir a, b;
+  auto eager = toy_config(a, 15), captured = toy_config(b, 15);
+  eager.dist.bucket_mb = captured.dist.bucket_mb = 0.02;
+  captured.train.cuda_graph = true;
+  const auto x = train_params(eager), y = train_params(captured);
+  ASSERT_EQ(x.size(), y.size());
+  ASSERT_FALSE(x.empty());
+  for (std::size_t i = 0; i < x.size(); ++i) EXPECT_TRUE(torch::equal(x[i], y[i])) << "parameter " << i;
+}
+
 TEST(DataParallel, RandomStreamsDifferPerRank) {
   const auto schedule = log_linear_schedule(200, 0.005, 10);
   for (auto stream : {Stream::sigma, Stream::eps}) {

@@ -82,5 +82,53 @@ TEST(Faults, FailureOnOneRankEndsEveryRankTogether) {
   }
 }
 
+// train.cuda_graph: a step recorded after 3 eager steps carries a stop and a failure to every
+// rank as the eager step does, and a failure at the recording step ends every rank before
+// any replays a step another could not record.
+class CapturedStep : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto config = config_for(dir_, "run", 50);
+    config.train.cuda_graph = true;
+    trainer_ = std::make_unique<Trainer>(config, world());
+    trainer_->synchronize();
+    batch_ = swissroll_points().narrow(0, 0, trainer_->per_rank_batch());
+  }
+  // Every rank but the last fails with PeerError, the last with RankError naming it and the step.
+  void expect_failure_at(int64_t step) {
+    const int failing = world().size() - 1;
+    std::exception_ptr error;
+    if (world().rank() == failing) error = std::make_exception_ptr(Error("data/shard-00002.h5: row 7 holds a NaN"));
+    try {
+      trainer_->step({batch_}, step, error);
+      ADD_FAILURE() << "rank " << world().rank() << " carried on";
+    } catch (const RankError& e) {
+      EXPECT_EQ(world().rank(), failing);
+      EXPECT_NE(std::string(e.what()).find(fmt::format("rank {}, step {}", failing, step)), std::string::npos)
+          << e.what();
+      EXPECT_NE(std::string(e.what()).find("row 7"), std::string::npos) << e.what();
+    } catch (const PeerError&) {
+      EXPECT_NE(world().rank(), failing);
+    }
+  }
+  SharedDir dir_;
+  std::unique_ptr<Trainer> trainer_;
+  torch::Tensor batch_;
+};
+
+TEST_F(CapturedStep, StopAndFailureReachEveryRank) {
+  for (int64_t s = 1; s <= 5; ++s) EXPECT_FALSE(trainer_->step({batch_}, s).stop);  // recorded at step 4
+  if (world().rank() == world().size() - 1) request_stop();
+  const auto stats = trainer_->step({batch_}, 6);
+  clear_stop_request();
+  EXPECT_TRUE(stats.stop) << "rank " << world().rank() << " did not learn of the stop";
+  expect_failure_at(7);
+}
+
+TEST_F(CapturedStep, FailureAtTheRecordingStepEndsEveryRank) {
+  for (int64_t s = 1; s <= 3; ++s) trainer_->step({batch_}, s);
+  expect_failure_at(4);
+}
+
 }  // namespace
 }  // namespace difftrain

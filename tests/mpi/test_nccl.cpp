@@ -127,19 +127,20 @@ TEST(NcclBackend, TorchTensorsOnTheGpuAndOnTheHost) {
   EXPECT_EQ(on_host[1].item<int64_t>(), 7);
 }
 
-// Three training steps of the swissroll recipe on the GPU (NCCL) against the same steps
-// done by hand on the CPU from the same weights, batches and draws (the GPU's own sigma and
-// eps, copied over; a CPU run draws other numbers), averaged over the ranks by MPI: the
-// parameters agree to 1e-5 relative (fp32; the kernels differ).
-TEST(NcclBackend, TrainingStepsOnTheGpuEqualTheCpuStepsOnTheSameInputs) {
-  SKIP_WITHOUT_GPUS();
+// Six training steps of the swissroll recipe on the GPU (NCCL) against the same steps done
+// by hand on the CPU from the same weights, batches and draws (the GPU's own sigma and eps,
+// copied over; a CPU run draws other numbers), averaged over the ranks by MPI: the
+// parameters agree to 1e-5 relative (fp32; the kernels differ). Eager, and with
+// train.cuda_graph (captured at step 4: steps 4 to 6 are CUDA-graph replays).
+void gpu_steps_equal_cpu_steps(bool cuda_graph) {
   test::SharedDir dir;
   if (world().rank() == 0) prepare_swissroll(dir / "data", 1);
   world().barrier();
   const Config config =
       parse_config("", "test",
                    {"data.path=" + (dir / "data"), "run_dir=" + (dir / "gpu"), "train.steps=10",
-                    "train.batch_size=" + std::to_string(16 * world().size()), "train.warmup_steps=2"});
+                    "train.batch_size=" + std::to_string(16 * world().size()), "train.warmup_steps=2",
+                    fmt::format("train.cuda_graph={}", cuda_graph)});
   NcclCommunicator nccl;
   Trainer gpu(config, nccl);
   gpu.synchronize();
@@ -150,9 +151,9 @@ TEST(NcclBackend, TrainingStepsOnTheGpuEqualTheCpuStepsOnTheSameInputs) {
   auto optimizer = make_optimizer(reference->parameters(), config.train);
   GradBuckets buckets(reference->parameters(), config.dist.bucket_mb);
   const Parameterization parameterization = parse_parameterization(config.model.parameterization);
-  const auto points = swissroll_points();
+  const auto points = swissroll_points(16 * 6 * world().size());
   const int rank = world().rank();
-  for (int64_t s = 1; s <= 3; ++s) {
+  for (int64_t s = 1; s <= 6; ++s) {
     const auto x0 = points.narrow(0, ((s - 1) * world().size() + rank) * 16, 16);
     const auto counter = static_cast<uint64_t>(s - 1);
     auto sigma_draws = random_stream(config.seed, rank, Stream::sigma, counter, nccl.device());
@@ -180,6 +181,16 @@ TEST(NcclBackend, TrainingStepsOnTheGpuEqualTheCpuStepsOnTheSameInputs) {
     const double scale = b.abs().max().item<double>() + 1e-12;
     EXPECT_LE((a - b).abs().max().item<double>() / scale, 1e-5) << "parameter " << i;
   }
+}
+
+TEST(NcclBackend, TrainingStepsOnTheGpuEqualTheCpuStepsOnTheSameInputs) {
+  SKIP_WITHOUT_GPUS();
+  gpu_steps_equal_cpu_steps(false);
+}
+
+TEST(NcclBackend, CapturedTrainingStepsOnTheGpuEqualTheCpuSteps) {
+  SKIP_WITHOUT_GPUS();
+  gpu_steps_equal_cpu_steps(true);
 }
 #endif  // DIFFTRAIN_TORCH_CUDA
 

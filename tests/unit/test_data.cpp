@@ -525,6 +525,57 @@ TEST_F(BatchLoaderTest, ReaderErrorsAreRethrownFromNext) {
   }
 }
 
+// The two ways a loader reads: a share kept in memory (the default up to 1 GiB) and one read
+// batch by batch (a larger share; here forced with a limit of 0 bytes). uint8 images with
+// labels and flips, batches crossing epochs, a start position inside an epoch, two ranks.
+TEST(BatchLoader, BatchesGatheredInMemoryEqualThoseReadBatchByBatch) {
+  TempDir dir;
+  const int64_t n = 41;
+  const auto images = (torch::arange(n * 6, torch::kInt64) * 37 % 256).to(torch::kUInt8).reshape({n, 1, 2, 3});
+  const auto labels = torch::arange(n, torch::kInt64) % 10;
+  difftrain::h5::write_datasets(dir.path() + "/a.h5", {{"x", images.narrow(0, 0, 25)}, {"y", labels.narrow(0, 0, 25)}});
+  difftrain::h5::write_datasets(dir.path() + "/b.h5", {{"x", images.narrow(0, 25, 16)}, {"y", labels.narrow(0, 25, 16)}});
+  const int64_t batch = 3, prefetch = 2;
+  for (int rank = 0; rank < 2; ++rank) {
+    SCOPED_TRACE(fmt::format("rank {} of 2", rank));
+    const auto share = rank_share(n, rank, 2);
+    auto loader = [&](int64_t keep_in_memory_bytes) {
+      auto ds = ShardedDataset::open(dir.path());
+      difftrain::LoaderExtras extras{ds.labels(), /*hflip=*/true, keep_in_memory_bytes};
+      return std::make_unique<BatchLoader>(std::move(ds), share, batch, /*seed=*/11, rank, /*start=*/5,
+                                           std::move(extras), prefetch);
+    };
+    auto in_memory = loader(int64_t{1} << 30), streamed = loader(0);
+    const int64_t row_bytes = 6;
+    bool flipped = false;
+    for (int k = 0; k < 3 * share.size() / batch; ++k) {  // three epochs
+      const auto a = in_memory->next(), b = streamed->next();
+      ASSERT_EQ(a.x.sizes(), (std::vector<int64_t>{batch, 1, 2, 3}));
+      ASSERT_TRUE(torch::equal(a.x, b.x)) << "batch " << k;
+      ASSERT_TRUE(torch::equal(a.y, b.y)) << "batch " << k;
+      // Each row is its stored image or its mirror image, with its own label.
+      for (int64_t i = 0; i < batch; ++i) {
+        const int64_t row = a.y[i].item<int64_t>();
+        std::vector<int64_t> candidates;
+        for (int64_t r = row; r < n; r += 10) candidates.push_back(r);
+        bool found = false;
+        for (auto r : candidates) {
+          const auto stored = images[r].to(torch::kFloat32) / 127.5 - 1;
+          if (torch::allclose(a.x[i], stored)) found = true;
+          if (torch::allclose(a.x[i], stored.flip({2}))) found = flipped = true;
+        }
+        ASSERT_TRUE(found) << "batch " << k << " row " << i;
+      }
+      if (k == 0) {
+        // The whole share was read before the first batch; batch by batch, only what was asked.
+        EXPECT_EQ(in_memory->bytes_read(), share.size() * row_bytes);
+        EXPECT_LE(streamed->bytes_read(), (1 + prefetch) * batch * row_bytes);
+      }
+    }
+    EXPECT_TRUE(flipped) << "no image was flipped: the test would not see the flips differ";
+  }
+}
+
 TEST_F(BatchLoaderTest, BadArgumentsAreErrors) {
   error_of([&] { BatchLoader(open(), rank_share(23, 0, 1), 0, 0, 0); });
   error_of([&] { BatchLoader(open(), RankShare{3, 3}, 2, 0, 0); });

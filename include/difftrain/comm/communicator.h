@@ -43,6 +43,10 @@ class Communicator {
   virtual bool starts_from_any_thread() const { return false; }
   virtual void broadcast(torch::Tensor& t, int root) = 0;
   virtual void barrier() = 0;
+  // Collectives this rank queued on its device without running them through the
+  // communicator (a replayed CUDA graph's) are watched from here on like its own: not done
+  // within the timeout, the process ends. Nothing to do where collectives block the host.
+  virtual void watch_device_work(const char* /*what*/) {}
   // Ends every rank of the job with `code`, from any one rank, without waiting for others.
   [[noreturn]] virtual void abort(int code) = 0;
 };

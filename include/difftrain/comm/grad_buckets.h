@@ -47,6 +47,9 @@ class GradBuckets {
 
   // Every gradient, in the parameters' order and layout (their flat_buffer's).
   const torch::Tensor& flat_grads() const { return grads_; }
+  // Where the extras ride in bucket 0 (float32 [extras], zeroed by zero_grad): values
+  // written here and passed to allreduce_sum are summed in place, with no copy.
+  torch::Tensor extras() { return extras_slot(); }
 
   std::size_t num_buckets() const { return buckets_.size(); }
   // Buckets whose all-reduce started inside the last armed backward, in start order.

@@ -52,6 +52,7 @@ class NcclCommunicator : public Communicator {
   bool starts_from_any_thread() const override { return true; }
   void broadcast(torch::Tensor& t, int root) override;
   void barrier() override;
+  void watch_device_work(const char* what) override;
   [[noreturn]] void abort(int code) override;
 
   // The same on raw device memory and a stream of the caller's: what runs without a CUDA
@@ -74,7 +75,8 @@ class NcclCommunicator : public Communicator {
   std::mutex mutex_;
   std::condition_variable cv_;
   cudaEvent_t done_ = nullptr;
-  cudaStream_t comm_stream_ = nullptr;  // start_allreduce_sum's collectives
+  cudaStream_t comm_stream_ = nullptr;  // every collective's (see on_comm_stream)
+  cudaEvent_t forked_ = nullptr, joined_ = nullptr;
   int64_t enqueued_ns_ = 0;  // 0: nothing in flight
   const char* what_ = "";
   bool stop_ = false;
@@ -84,6 +86,7 @@ class NcclCommunicator : public Communicator {
   void enqueued(const char* what, cudaStream_t stream);
   void watch();
   void stop_watcher();
+  void on_comm_stream(const std::function<void(cudaStream_t)>& enqueue);
   void tensor_collective(torch::Tensor& t, const char* what, const std::function<void(void*, cudaStream_t)>& run);
 };
 

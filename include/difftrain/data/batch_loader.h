@@ -31,6 +31,11 @@ struct Batch {
 struct LoaderExtras {
   std::optional<ShardedDataset> labels;  // read beside the examples, same rows
   bool hflip = false;                    // flip each image [C, H, W] left-right with probability 1/2
+  // A share up to this size as stored (uint8 images stay uint8) is read once and its
+  // batches gathered in memory: reading a batch's scattered rows from HDF5 costs a call per
+  // row, which on small examples is most of the loader's time. A larger share is read
+  // batch by batch. Both hand out the same batches.
+  int64_t keep_in_memory_bytes = int64_t{1} << 30;
 };
 
 class BatchLoader {

@@ -16,6 +16,9 @@ class LossBySigma {
   // Per-bin [sum of losses, count] of a batch: float64 [2 * bins], ready to ride in an
   // all-reduce. `loss` and `sigma` hold one value per example.
   torch::Tensor bin(const torch::Tensor& loss, const torch::Tensor& sigma) const;
+  // The same, added into `sums_and_counts` (float32 or float64 [2 * bins], contiguous, on
+  // the loss's device) with no allocation on the CPU and no host read on a GPU.
+  void bin_into(const torch::Tensor& loss, const torch::Tensor& sigma, torch::Tensor sums_and_counts) const;
   // Adds such a [2 * bins] tensor (after the all-reduce) to the window.
   void add(const torch::Tensor& sums_and_counts);
   void clear();

@@ -21,6 +21,7 @@
 #include "difftrain/train/optimizer.h"
 #include "difftrain/train/precision.h"
 #include "difftrain/train/run_directory.h"
+#include "difftrain/train/step_graph.h"
 
 namespace difftrain {
 
@@ -107,7 +108,25 @@ class Trainer {
   int64_t consecutive_bad_ = 0;
   LossBySigma loss_by_sigma_;  // the bins; run() sums a logging window in a copy
 
+  // The step's inputs, one per micro-batch, in storage that lives as long as the trainer:
+  // each step copies its values in, so that a captured step finds them where it recorded them.
+  std::vector<TrainSample> inputs_;
+  torch::Tensor flags_;       // this rank's [stop requested, failed], on the device
+  torch::Tensor host_flags_;  // the same, written on the host (pinned, on a GPU)
+  std::unique_ptr<StepGraph> graph_;  // train.cuda_graph: captured after a few eager steps
+  int64_t steps_run_ = 0;             // by this trainer (eager or replayed)
+
   void make_loader();  // once: the dataset moves into it
+  // Copies the step's examples into inputs_ with their noise levels, noise and labels
+  // drawn from this rank's streams for the step.
+  void stage_inputs(const std::vector<Batch>& micro_batches, int64_t step_index);
+  // The step's device work over inputs_ (what train.cuda_graph captures with the
+  // all-reduce): gradients into the buckets, this rank's loss, flags and loss by sigma into
+  // their extras; the gradient all-reduce then sums them over every rank.
+  void forward_backward();
+  // Records forward_backward and the all-reduce as the step graph; every rank learns
+  // whether every rank could (a failure here, or `local_error`, ends every rank together).
+  void capture_step(int64_t step_index, std::exception_ptr local_error);
   // The step's micro-batches, or none with `error` set when this rank cannot read them.
   std::vector<Batch> next_micro_batches(std::exception_ptr& error);
   // Model, EMA and optimizer state from the checkpoint to resume from.
