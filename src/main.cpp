@@ -232,8 +232,9 @@ int cmd_train(const std::vector<std::string>& args, const TrainOptions& options,
     }
   }
   if (rank == 0) {
-    fmt::print("threads: {} intra-op thread{} per rank ({}; train.threads or OMP_NUM_THREADS to change)\n",
-               threads.threads, threads.threads == 1 ? "" : "s", threads.reason);
+    fmt::print("threads: {} intra-op thread{} per rank ({}; train.threads or OMP_NUM_THREADS to change){}\n",
+               threads.threads, threads.threads == 1 ? "" : "s", threads.reason,
+               threads.blas_single ? "; OpenBLAS on the calling thread (OPENBLAS_NUM_THREADS to change)" : "");
     std::fflush(stdout);  // before the progress lines
   }
   try {

@@ -1,5 +1,6 @@
 #include "difftrain/train/threads.h"
 
+#include <dlfcn.h>
 #include <sched.h>
 #include <unistd.h>
 
@@ -41,12 +42,24 @@ int allowed_cores() {
   return CPU_COUNT(&set);
 }
 
+// OpenBLAS's pool to one thread, unless OPENBLAS_NUM_THREADS chose; false where LibTorch's
+// BLAS is not OpenBLAS (MKL follows at::set_num_threads).
+bool keep_blas_on_calling_thread() {
+  if (std::getenv("OPENBLAS_NUM_THREADS")) return false;
+  using SetThreads = void (*)(int);
+  auto* set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+  if (!set) return false;
+  set(1);
+  return true;
+}
+
 }  // namespace
 
 ThreadPlan apply_threads(int configured, int local_ranks) {
   const int node_cores = std::max(1, static_cast<int>(sysconf(_SC_NPROCESSORS_ONLN)));
-  const auto plan = plan_threads(configured, env_threads(), allowed_cores(), node_cores, local_ranks);
+  auto plan = plan_threads(configured, env_threads(), allowed_cores(), node_cores, local_ranks);
   at::set_num_threads(plan.threads);
+  plan.blas_single = keep_blas_on_calling_thread();
   return plan;
 }
 

@@ -1,5 +1,9 @@
 // Each rank's intra-op thread count: its share of the node's cores unless told otherwise.
+#include <dlfcn.h>
 #include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <string>
 
 #include "difftrain/config.h"
 #include "difftrain/train/threads.h"
@@ -34,6 +38,34 @@ TEST(Threads, ApplyingThePlanSetsLibTorchsThreads) {
   EXPECT_EQ(at::get_num_threads(), 1);
   EXPECT_EQ(apply_threads(2, 1).threads, 2);
   EXPECT_EQ(at::get_num_threads(), 2);
+  at::set_num_threads(before);
+}
+
+// With Debian's LibTorch, matrix products run in OpenBLAS, whose own pool would fight
+// LibTorch's threads: applying the plan leaves it one thread unless OPENBLAS_NUM_THREADS is set.
+TEST(Threads, OpenBlasRunsOnTheCallingThreadUnlessItsVariableIsSet) {
+  using GetThreads = int (*)();
+  using SetThreads = void (*)(int);
+  auto* get = reinterpret_cast<GetThreads>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
+  auto* set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+  if (!get || !set) GTEST_SKIP() << "LibTorch's BLAS here is not OpenBLAS";
+  const char* variable = std::getenv("OPENBLAS_NUM_THREADS");
+  const bool was_set = variable != nullptr;
+  const std::string saved = was_set ? variable : "";
+  const int before = at::get_num_threads(), blas_before = get();
+  unsetenv("OPENBLAS_NUM_THREADS");
+  set(2);
+  EXPECT_TRUE(apply_threads(2, 1).blas_single);
+  EXPECT_EQ(get(), 1);
+  setenv("OPENBLAS_NUM_THREADS", "2", 1);
+  set(2);
+  EXPECT_FALSE(apply_threads(2, 1).blas_single);
+  EXPECT_EQ(get(), 2) << "OPENBLAS_NUM_THREADS was overridden";
+  if (was_set)
+    setenv("OPENBLAS_NUM_THREADS", saved.c_str(), 1);
+  else
+    unsetenv("OPENBLAS_NUM_THREADS");
+  set(blas_before);
   at::set_num_threads(before);
 }
 

@@ -9,6 +9,7 @@ namespace difftrain {
 struct ThreadPlan {
   int threads = 1;
   std::string reason;  // for the line printed at start
+  bool blas_single = false;  // OpenBLAS's own pool was set to one thread (apply_threads)
 };
 
 // The first that applies: `configured` (train.threads, 0 = choose); `from_env`
@@ -18,7 +19,13 @@ ThreadPlan plan_threads(int configured, std::optional<int> from_env, int allowed
                         int local_ranks);
 
 // Reads OMP_NUM_THREADS and this process's CPU affinity, sets LibTorch's intra-op thread
-// count, and returns the plan.
+// count, and returns the plan. Unless OPENBLAS_NUM_THREADS is set, OpenBLAS (where LibTorch
+// calls it for matrix products) then runs on the calling thread: its own pool, one thread
+// per core of the node by default, does not coordinate with LibTorch's, and the two fight
+// over the rank's cores. On the toy model's small layers, where oneDNN's GELU (on
+// LibTorch's threads) and OpenBLAS's products alternate, the step took 4.4 ms with both
+// pools on 2 cores and 1.0 ms with one; on the image smoke models the second pool gained
+// 5-15% (measured 2026-12-03; see the README's threads paragraph).
 ThreadPlan apply_threads(int configured, int local_ranks);
 
 }  // namespace difftrain
