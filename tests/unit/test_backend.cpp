@@ -2,6 +2,12 @@
 // work (decided from the facts alone, so every case runs on a CPU machine).
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
 
 #include "difftrain/comm/communicator.h"
 #include "test_util.h"
@@ -15,6 +21,32 @@ BackendFacts facts(bool nccl_built, int torch_gpus, int runtime_gpus) {
   BackendFacts f;
   f.nccl_built = nccl_built, f.torch_gpus = torch_gpus, f.runtime_gpus = runtime_gpus;
   return f;
+}
+
+// The processes this one started, by name (every thread's /proc children list).
+std::string child_names() {
+  std::string names;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::ifstream children(task.path() / "children");
+    for (int pid; children >> pid;) {
+      std::ifstream comm("/proc/" + std::to_string(pid) + "/comm");
+      std::string name;
+      std::getline(comm, name);
+      names += name + " ";
+    }
+  }
+  return names;
+}
+
+// ctest starts this test without a launcher: MPI comes up as an isolated singleton, with no
+// Open MPI daemon forked for it (which cost 0.2 s of every such start).
+TEST(Backend, AProcessStartedAloneStartsNoMpiDaemon) {
+  for (const char* variable : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_FD"})
+    if (std::getenv(variable)) GTEST_SKIP() << "started by a launcher (" << variable << ")";
+  if (!std::ifstream("/proc/self/task/" + std::to_string(getpid()) + "/children")) GTEST_SKIP() << "no /proc children lists";
+  const auto comm = make_communicator("mpi");
+  EXPECT_EQ(comm->size(), 1);
+  EXPECT_THAT(child_names(), ::testing::Not(HasSubstr("orted")));
 }
 
 TEST(Backend, AutoPicksNcclOnlyWithNcclAndAGpuThatLibTorchCanUse) {
