@@ -5,7 +5,8 @@
 //   fenced: backward, a barrier, then allreduce_sum: the all-reduce's own cost, with no
 //     wait for a slower rank's backward in it;
 //   raw: one MPI_Allreduce of the same number of bytes, after a barrier; and the same call
-//     on the gradient buffer itself after a backward and a barrier, alternating with fenced.
+//     on the very bytes the gradient all-reduce sends (bucket 0's lead of extras and every
+//     gradient) after a backward and a barrier, alternating with fenced ("raw_on_gradients").
 // It reports the sync time left after backward ("exposed") for the first two, the fenced
 // time, and the raw all-reduce's time.
 //
@@ -78,8 +79,11 @@ int main(int argc, char** argv) {
         buckets.allreduce_sum(*comm, extras);
         fenced.push_back(seconds_since(t0));
       } else {
-        auto g = buckets.flat_grads();
-        MPI_Allreduce(MPI_IN_PLACE, g.data_ptr(), static_cast<int>(g.numel()), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+        // The very bytes the gradient all-reduce sends: bucket 0's lead of extras and every gradient.
+        const auto g = buckets.flat_grads();
+        float* first = buckets.extras().data_ptr<float>();
+        const auto count = static_cast<int>(g.data_ptr<float>() + g.numel() - first);
+        MPI_Allreduce(MPI_IN_PLACE, first, count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
         raw_on_grads.push_back(seconds_since(t0));
       }
     }
