@@ -182,8 +182,9 @@ if [[ -n $fm ]]; then
     if [[ $graph == false ]]; then  # PyTorch's step once per recipe
       $py tests/bench/torch_step.py "configs/$recipe.yaml" "data.path=$data/train" --device cuda --steps 50 \
         --warmup 5 >"$out/torch-$recipe.log" 2>&1
-      pt=$?
+      echo $? >"$out/torch-$recipe.status"
     fi
+    pt=$(cat "$out/torch-$recipe.status")
     if [[ $dt -eq 0 && $pt -eq 0 ]]; then
       result ok "$recipe on 1 GPU (train.cuda_graph $graph): $($py -c "import json,sys
 d, p = (json.loads(open(f).read().strip().splitlines()[-1]) for f in sys.argv[1:3])

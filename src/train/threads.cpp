@@ -42,13 +42,17 @@ int allowed_cores() {
   return CPU_COUNT(&set);
 }
 
-// OpenBLAS's pool to one thread, unless OPENBLAS_NUM_THREADS chose; false where LibTorch's
-// BLAS is not OpenBLAS (MKL follows at::set_num_threads).
+// OpenBLAS's own pool to one thread, unless OPENBLAS_NUM_THREADS chose. Nothing where
+// LibTorch's BLAS is not OpenBLAS (MKL follows at::set_num_threads) or where OpenBLAS was
+// built on OpenMP (openblas_get_parallel() 2): it then shares LibTorch's OpenMP threads, and
+// setting it would set them too.
 bool keep_blas_on_calling_thread() {
   if (std::getenv("OPENBLAS_NUM_THREADS")) return false;
   using SetThreads = void (*)(int);
+  using GetParallel = int (*)();
   auto* set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
-  if (!set) return false;
+  auto* parallel = reinterpret_cast<GetParallel>(dlsym(RTLD_DEFAULT, "openblas_get_parallel"));
+  if (!set || (parallel && parallel() == 2)) return false;
   set(1);
   return true;
 }
@@ -58,8 +62,8 @@ bool keep_blas_on_calling_thread() {
 ThreadPlan apply_threads(int configured, int local_ranks) {
   const int node_cores = std::max(1, static_cast<int>(sysconf(_SC_NPROCESSORS_ONLN)));
   auto plan = plan_threads(configured, env_threads(), allowed_cores(), node_cores, local_ranks);
+  plan.blas_single = keep_blas_on_calling_thread();  // first: it must not undo the next line
   at::set_num_threads(plan.threads);
-  plan.blas_single = keep_blas_on_calling_thread();
   return plan;
 }
 

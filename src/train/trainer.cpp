@@ -82,6 +82,8 @@ Trainer::Trainer(Config config, Communicator& comm, TrainOptions options)
     check_label_range(*labels_, config_.model.num_classes);
   }
 
+  // A captured step must find the gradient hooks on the stream it is captured on.
+  if (t.cuda_graph) use_capturable_stream(comm_.device());
   // Every rank builds the same initial weights from the same stream; synchronize() then
   // makes them identical by construction, whatever the ranks' libraries do.
   random_stream(config_.seed, 0, Stream::init, 0).seed_default_generators();
@@ -259,6 +261,15 @@ void Trainer::forward_backward() {
   }
 }
 
+std::vector<const void*> Trainer::input_addresses() {
+  std::vector<const void*> at{flags_.data_ptr(), buckets_->extras().data_ptr()};
+  for (const auto& in : inputs_)
+    for (const auto* t : {&in.x0, &in.sigma, &in.eps, &in.labels}) at.push_back(t->defined() ? t->data_ptr() : nullptr);
+  return at;
+}
+
+bool Trainer::inputs_in_place() { return input_addresses() == captured_inputs_; }
+
 void Trainer::capture_step(int64_t step_index, std::exception_ptr local_error) {
   std::exception_ptr failure = local_error;
   if (!failure) {
@@ -270,6 +281,7 @@ void Trainer::capture_step(int64_t step_index, std::exception_ptr local_error) {
         buckets_->allreduce_sum(comm_, extras);
       });
       graph_ = std::move(graph);
+      captured_inputs_ = input_addresses();
     } catch (...) {
       failure = std::current_exception();
     }
@@ -297,27 +309,37 @@ Trainer::StepStats Trainer::step(const std::vector<Batch>& micro_batches, int64_
     capture_step(step_index, local_error);
   ++steps_run_;
   auto extras = buckets_->extras();
-  if (graph_ && !local_error) {
-    graph_->replay();  // forward_backward and the all-reduce below, as captured
-    comm_.watch_device_work("a replayed step's gradient all-reduce");
-    stats.times.compute = seconds_since(t0);
-    t0 = Clock::now();
-  } else {
-    if (!local_error) {
-      try {
-        forward_backward();
-      } catch (...) {
-        local_error = std::current_exception();
-      }
+  // A rank that failed (reading its data, staging its inputs, or in the step) still takes
+  // part in the sum, with its failure flag set, so that every rank learns of it and none
+  // waits in a collective. Once the step is captured every rank replays it, the failing one
+  // too (over the inputs of its last step, still in place): NCCL needs every rank's
+  // collectives captured alike, or none.
+  bool summed = false;
+  if (graph_) {
+    try {
+      if (!inputs_in_place()) fail("the captured step's inputs moved (a defect: they must be copied into)");
+      graph_->replay();  // forward_backward and the all-reduce below, as captured
+      comm_.watch_device_work("a replayed step's gradient all-reduce");
+      summed = true;
+    } catch (...) {
+      if (!local_error) local_error = std::current_exception();  // on the CPU, where the replay runs host code
     }
+  } else if (!local_error) {
+    try {
+      forward_backward();
+    } catch (...) {
+      local_error = std::current_exception();
+    }
+  }
+  stats.times.compute = seconds_since(t0);
+  t0 = Clock::now();
+  if (!summed) {
     if (local_error) {
-      // This rank takes part in the sum with no gradients and its failure.
-      buckets_->zero_grad();
+      // Only the extras: buckets whose all-reduce backward started may still be in flight.
+      extras.zero_();
       flags[1] = 1.f;
       copy_few(host_flags_, extras.narrow(0, 1, 2));
     }
-    stats.times.compute = seconds_since(t0);
-    t0 = Clock::now();
     // Waits for the all-reduces backward started, and starts the rest (all of them, after a failure).
     buckets_->allreduce_sum(comm_, extras);
   }

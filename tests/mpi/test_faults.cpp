@@ -83,8 +83,8 @@ TEST(Faults, FailureOnOneRankEndsEveryRankTogether) {
 }
 
 // train.cuda_graph: a step recorded after 3 eager steps carries a stop and a failure to every
-// rank as the eager step does, and a failure at the recording step ends every rank before
-// any replays a step another could not record.
+// rank as the eager step does (the failing rank replays too, with its failure flag set), and
+// a failure on one rank at the recording step ends every rank together.
 class CapturedStep : public ::testing::Test {
  protected:
   void SetUp() override {

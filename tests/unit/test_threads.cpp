@@ -57,6 +57,7 @@ TEST(Threads, OpenBlasRunsOnTheCallingThreadUnlessItsVariableIsSet) {
   set(2);
   EXPECT_TRUE(apply_threads(2, 1).blas_single);
   EXPECT_EQ(get(), 1);
+  EXPECT_EQ(at::get_num_threads(), 2) << "setting OpenBLAS's threads changed LibTorch's";
   setenv("OPENBLAS_NUM_THREADS", "2", 1);
   set(2);
   EXPECT_FALSE(apply_threads(2, 1).blas_single);

@@ -27,4 +27,13 @@ class StepGraph {
 // For tensors on `device`: a CUDA graph on a GPU (with a CUDA LibTorch), else the work itself.
 std::unique_ptr<StepGraph> make_step_graph(const torch::Device& device);
 
+// On a GPU, makes a stream of LibTorch's pool (not the default stream, which cannot be
+// captured) this thread's current stream on `device`, from now on. Call it before building
+// the model and the gradient hooks: autograd runs each parameter's gradient accumulation on
+// the stream that was current when its node was made, and a capture fails when backward
+// crosses from the captured stream to another; the eager steps before the capture then also
+// set up LibTorch's per-stream state (library workspaces) on the stream later captured.
+// Nothing on the CPU.
+void use_capturable_stream(const torch::Device& device);
+
 }  // namespace difftrain

@@ -114,6 +114,7 @@ class Trainer {
   torch::Tensor flags_;       // this rank's [stop requested, failed], on the device
   torch::Tensor host_flags_;  // the same, written on the host (pinned, on a GPU)
   std::unique_ptr<StepGraph> graph_;  // train.cuda_graph: captured after a few eager steps
+  std::vector<const void*> captured_inputs_;  // where the captured step reads its inputs
   int64_t steps_run_ = 0;             // by this trainer (eager or replayed)
 
   void make_loader();  // once: the dataset moves into it
@@ -127,6 +128,10 @@ class Trainer {
   // Records forward_backward and the all-reduce as the step graph; every rank learns
   // whether every rank could (a failure here, or `local_error`, ends every rank together).
   void capture_step(int64_t step_index, std::exception_ptr local_error);
+  // The memory the captured step reads (inputs_, flags_, the extras), and whether it is
+  // still where the capture found it: a graph replays its reads from those addresses.
+  std::vector<const void*> input_addresses();
+  bool inputs_in_place();
   // The step's micro-batches, or none with `error` set when this rank cannot read them.
   std::vector<Batch> next_micro_batches(std::exception_ptr& error);
   // Model, EMA and optimizer state from the checkpoint to resume from.
