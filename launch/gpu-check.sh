@@ -1,31 +1,37 @@
 #!/usr/bin/env bash
-# One command that proves the GPU path, on a machine with NVIDIA GPUs, the CUDA toolkit,
-# OpenMPI, HDF5 and PyTorch installed but no package registry. It builds difftrain against
-# PyTorch's own LibTorch (and NCCL: PyTorch's nvidia/nccl package, or the system's), takes
-# whatever else the build needs and the machine lacks from the folder launch/bundle-deps.sh
-# made (default: deps/), then runs the GPU checks and prints a short report.
+# One command that proves the GPU path, on a machine with NVIDIA GPUs, the CUDA toolkit, a
+# C++ compiler, CMake and PyTorch (with CUDA) but no package registry. It builds difftrain
+# against that PyTorch's LibTorch and NCCL (through launch/torch_cmake_args.py, as
+# launch/setup.sh does), with every other library and tool (OpenMPI and mpirun, HDF5,
+# yaml-cpp, fmt, CLI11, ...) taken from the bundle that launch/bundle-deps.sh made on a
+# Debian 12 machine, then runs the GPU checks and prints a short report.
 #
-#   bash launch/gpu-check.sh [--deps DIR] [--out DIR] [--fashion-mnist DIR]
-#   bash launch/gpu-check.sh --cpu     # no GPU: build from the bundle alone (every group),
-#                                      # against the system's LibTorch; the GPU checks skip
+#   bash launch/gpu-check.sh [--deps DIR|FILE.tar.gz] [--out DIR] [--fashion-mnist DIR]
+#   bash launch/gpu-check.sh --dry ...   # every step up to the first GPU call: bundle,
+#                                        # configure, build every target, the binaries run
+#                                        # from the bundle (mpirun -n 2), the GPU tests
+#                                        # compiled and reported as skipped. Runs anywhere.
 #
-# Report (also OUT/report.txt, default OUT gpu-check/): the device; the NCCL tests on every
-# GPU (bootstrap, bucket all-reduce sums, GPU training steps equal to the CPU steps);
-# swissroll for 2000 steps on one GPU with its step rate and sample quality; the
-# conditional DiT smoke recipe on one GPU (img/s, and the eval figure) when Fashion-MNIST's
-# files are at hand (--fashion-mnist, default /usr/share/datasets/fashion-mnist or
-# deps/fashion-mnist), and both smoke models' step (`difftrain bench`) next to the same step
-# in this machine's PyTorch (tests/bench/torch_step.py --device cuda); peak GPU memory. Each check prints ok/FAIL/skip; exit 1 if any failed.
+# PYTHON (default python3) is the Python whose PyTorch is built against.
+# Report (also OUT/report.txt, default OUT gpu-check/): the device; the GPU tests (the NCCL
+# tests on every GPU: bootstrap, bucket all-reduce sums, GPU training steps equal to the CPU
+# steps; the CUDA random streams); swissroll for 2000 steps on one GPU with its step rate
+# and sample quality; the conditional DiT smoke recipe on one GPU (img/s, and the eval
+# figure) when Fashion-MNIST's files are at hand (--fashion-mnist, default
+# /usr/share/datasets/fashion-mnist or DEPS/fashion-mnist), and both smoke models' step
+# (`difftrain bench`) next to the same step in this machine's PyTorch
+# (tests/bench/torch_step.py --device cuda); peak GPU memory. Each check prints
+# ok/FAIL/skip; exit 1 if any failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
-deps=deps out=gpu-check cpu=false fm=""
+deps=deps out=gpu-check dry=false fm=""
 while [[ $# -gt 0 ]]; do
   case $1 in
   --deps) deps=$2; shift 2 ;;
   --out) out=$2; shift 2 ;;
   --fashion-mnist) fm=$2; shift 2 ;;
-  --cpu) cpu=true; shift ;;
+  --dry) dry=true; shift ;;
   *) echo "gpu-check: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -43,70 +49,91 @@ result() {  # result ok|FAIL|skip TEXT
 start=$SECONDS
 py=${PYTHON:-python3}
 
-# ---- dependencies: the system's where present, else the bundle's ----------------------
-declare -A probe=(
-  [stb]=/usr/include/stb/stb_image_write.h [xxhash]=/usr/include/xxhash.h
-  [yaml-cpp]=/usr/include/yaml-cpp/yaml.h [fmt]=/usr/include/fmt/format.h [cli11]=/usr/include/CLI/CLI.hpp
-  [nlohmann-json]=/usr/include/nlohmann/json.hpp [googletest]=/usr/include/gtest/gtest.h
-  [fonts]=/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf
-)
-prefixes=() from_bundle=()
-for group in "${!probe[@]}"; do
-  if ! $cpu && [[ -e ${probe[$group]} ]]; then continue; fi
-  if [[ ! -d $deps/$group/usr ]]; then
-    say "gpu-check: this machine lacks $group (${probe[$group]}) and $deps/$group is missing:"
-    say "  run launch/bundle-deps.sh on a Debian 12 machine and copy its folder here as $deps"
-    exit 1
-  fi
-  from_bundle+=("$group")
-  prefixes+=("$(cd "$deps/$group/usr" && pwd)")
-done
-for tool in mpirun mpicxx h5cc cmake; do
-  command -v $tool >/dev/null || { say "gpu-check: $tool is missing: install OpenMPI, HDF5 and CMake"; exit 1; }
-done
-[[ -d $deps/fonts/usr ]] && [[ " ${from_bundle[*]} " == *" fonts "* ]] &&
-  export DIFFTRAIN_FONT=$(cd "$deps/fonts/usr" && pwd)/share/fonts/truetype/dejavu/DejaVuSans.ttf
-
-nccl_flags=()
-if ! $cpu; then
-  torch_prefix=$($py -c 'import torch; print(torch.utils.cmake_prefix_path)') ||
-    { say "gpu-check: $py cannot import torch: install PyTorch (with CUDA)"; exit 1; }
-  prefixes=("$torch_prefix" "${prefixes[@]}")
-  nccl_root=$($py -c 'import nvidia.nccl as m; print(list(m.__path__)[0])' 2>/dev/null)
-  [[ -n $nccl_root ]] && nccl_flags=(-DNCCL_ROOT="$nccl_root")
-  say "gpu-check: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | head -1)," \
-    "$(nvidia-smi -L | wc -l) GPU(s); torch $($py -c 'import torch; print(torch.__version__)')"
+# ---- the bundle: every library and tool but LibTorch, CUDA and NCCL ---------------------
+if [[ -f $deps ]]; then  # an archive of the folder, which travels smaller
+  mkdir -p "$out/deps"
+  tar -xf "$deps" -C "$out/deps" --strip-components=1 || { say "gpu-check: cannot unpack $deps"; exit 1; }
+  deps=$out/deps
 fi
-say "gpu-check: from the bundle: ${from_bundle[*]:-nothing}"
+if [[ ! -d $deps/usr/include || ! -f $deps/PACKAGES ]]; then
+  say "gpu-check: no dependency bundle at $deps: run launch/bundle-deps.sh on a Debian 12 machine"
+  say "  and bring its folder (or a .tar.gz of it) here; --deps names it"
+  exit 1
+fi
+bundle=$(cd "$deps/usr" && pwd)
+lib=$bundle/lib/x86_64-linux-gnu
+# Open MPI finds its plugins, help files and wrapper data under OPAL_PREFIX.
+export OPAL_PREFIX=$bundle PATH=$bundle/bin:$PATH
+export LD_LIBRARY_PATH=$lib:$lib/openmpi/lib:$lib/hdf5/serial${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+export DIFFTRAIN_FONT=$bundle/share/fonts/truetype/dejavu/DejaVuSans.ttf
+for tool in mpirun mpicxx cmake; do
+  command -v $tool >/dev/null || { say "gpu-check: $tool is missing (the bundle holds mpirun and mpicxx; CMake must be installed)"; exit 1; }
+done
 
-# ---- build ------------------------------------------------------------------------------
+torch_args=$($py "$root/launch/torch_cmake_args.py") || { say "gpu-check: $py: no usable PyTorch (see above)"; exit 1; }
+mapfile -t torch_args <<<"$torch_args"
+for i in "${!torch_args[@]}"; do  # the bundle's prefix after LibTorch's
+  [[ ${torch_args[$i]} == -DCMAKE_PREFIX_PATH=* ]] && torch_args[$i]="${torch_args[$i]};$bundle"
+done
+if $dry; then
+  say "gpu-check --dry: no GPU is used; $($py -c 'import torch; print("torch", torch.__version__, "CUDA", torch.version.cuda)' 2>/dev/null)"
+else
+  say "gpu-check: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | head -1)," \
+    "$(nvidia-smi -L | wc -l) GPU(s); torch $($py -c 'import torch; print(torch.__version__)' 2>/dev/null)"
+fi
+say "gpu-check: bundle $deps ($(wc -l <"$deps/PACKAGES") Debian packages)"
+
+# ---- build every target -------------------------------------------------------------------
 build=$out/build
 generator=()
 command -v ninja >/dev/null && generator=(-G Ninja)
-(IFS=';'; cmake -S "$root" -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
-  -DCMAKE_PREFIX_PATH="${prefixes[*]}" "${nccl_flags[@]}") >"$out/configure.log" 2>&1
+cmake -S "$root" -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release "${torch_args[@]}" \
+  -DHDF5_ROOT="$bundle" -DMPI_CXX_COMPILER="$bundle/bin/mpicxx" -DMPIEXEC_EXECUTABLE="$bundle/bin/mpirun" \
+  >"$out/configure.log" 2>&1
 configured=$?
-grep -E "difftrain: |Found Torch" "$out/configure.log" | tee -a "$report"
+grep -E "difftrain: " "$out/configure.log" | tee -a "$report"
 if [[ $configured -ne 0 ]]; then tail -30 "$out/configure.log"; result FAIL "configure (see $out/configure.log)"; exit 1; fi
-targets=(difftrain difftrain_mpi_tests)
-$cpu && targets+=(difftrain_tests)
-cmake --build "$build" -j "$(nproc)" --target "${targets[@]}" >"$out/build.log" 2>&1
+# Dry, nothing but the bundle and LibTorch: a library found elsewhere would be missing on
+# the GPU machine. (The C runtime's libm and libdl are everywhere.)
+if $dry; then
+  leaks=$(grep -oE '[=;]/usr/(include|lib)[^;"]*' "$build/CMakeCache.txt" | cut -c2- |
+    grep -Ev '^/usr/lib/x86_64-linux-gnu/lib(m|dl|pthread|rt)\.(so|a)$' | sort -u | head -5)
+  [[ -n $leaks ]] && result FAIL "configure took files from the system, not the bundle: $(echo $leaks)"
+fi
+cmake --build "$build" -j "$(nproc)" >"$out/build.log" 2>&1
 if [[ $? -ne 0 ]]; then
   grep -E "error|Error" "$out/build.log" | head -40
   result FAIL "build (see $out/build.log)"
   exit 1
 fi
-result ok "build ($((SECONDS - start)) s): ${targets[*]}"
+result ok "build, every target ($((SECONDS - start)) s)"
 difftrain=$build/difftrain
 mpi=(mpirun --oversubscribe --bind-to none)
 [[ $(id -u) -eq 0 ]] && mpi+=(--allow-run-as-root)
+"$difftrain" --version | tee -a "$report"
 
-if $cpu; then
-  # The bundle's build on this CPU machine: the unit tests and the NCCL tests (skipping).
-  (cd "$build" && ctest -j "$(nproc)" -R 'nccl_tests|Backend' --output-on-failure) >"$out/ctest.log" 2>&1 &&
-    result ok "ctest on the bundle's build: $(grep -E 'tests passed|Skipped' "$out/ctest.log" | tr '\n' ' ')" ||
-    result FAIL "ctest on the bundle's build (see $out/ctest.log)"
-  say "gpu-check: $failures failed, $((SECONDS - start)) s"
+# The GPU tests: NcclBackend.* (under mpirun, one rank per GPU) and the unit tests named for
+# CUDA or a GPU. Without a GPU each must report skipped; with one, none may.
+gpu_tests() {  # gpu_tests RANKS LOG
+  "${mpi[@]}" -n "$1" "$build/tests/difftrain_mpi_tests" --gtest_filter='NcclBackend.*' >"$2" 2>&1 &&
+    "$build/tests/difftrain_tests" --gtest_filter='*Cuda*:*Gpu*' >>"$2" 2>&1
+}
+
+if $dry; then
+  gpu_tests 1 "$out/gpu-tests.log"
+  rc=$?
+  ran=$(grep -cE '^\[ RUN      \]' "$out/gpu-tests.log")
+  skipped=$(grep -cE '^\[  SKIPPED \] [A-Za-z]' "$out/gpu-tests.log")
+  [[ $rc -eq 0 && $ran -gt 0 && $ran -eq $skipped ]] &&
+    result ok "GPU tests compiled and run without a GPU: $ran run, $skipped skipped" ||
+    result FAIL "GPU tests without a GPU: exit $rc, $ran run, $skipped skipped (see $out/gpu-tests.log)"
+  # The binaries and mpirun from the bundle: a short CPU run on 2 ranks.
+  "$difftrain" prepare swissroll --out "$out/data/swissroll" --shards 2 >"$out/dry-run.log" 2>&1 &&
+    "${mpi[@]}" -n 2 -x OMP_NUM_THREADS=1 "$difftrain" train configs/swissroll.yaml dist.backend=mpi train.steps=20 \
+      "data.path=$out/data/swissroll" "run_dir=$out/dry-run" >>"$out/dry-run.log" 2>&1 &&
+    result ok "swissroll, 20 steps on 2 CPU ranks under the bundle's mpirun" ||
+    result FAIL "swissroll on 2 CPU ranks under the bundle's mpirun (see $out/dry-run.log)"
+  say "gpu-check --dry: $failures failed, $((SECONDS - start)) s; the GPU checks come next on a GPU machine"
   [[ $failures -eq 0 ]]
   exit
 fi
@@ -116,13 +143,13 @@ fi
 sampler=$!
 trap 'kill $sampler 2>/dev/null' EXIT
 
-# ---- NCCL tests on every GPU ------------------------------------------------------------------
+# ---- the GPU tests, the NCCL ones on every GPU -------------------------------------------
 gpus=$(nvidia-smi -L | wc -l)
-"${mpi[@]}" -n "$gpus" "$build/tests/difftrain_mpi_tests" --gtest_filter='NcclBackend.*' >"$out/nccl.log" 2>&1
+gpu_tests "$gpus" "$out/gpu-tests.log"
 rc=$?
-summary=$(grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "$out/nccl.log" | tr '\n' ' ')
-[[ $rc -eq 0 ]] && ! grep -q 'SKIPPED' "$out/nccl.log" && result ok "NCCL tests on $gpus GPU(s): $summary" ||
-  { grep -E 'Failure|error|Expected|Which is|SKIPPED' "$out/nccl.log" | head -20 | tee -a "$report"; result FAIL "NCCL tests on $gpus GPU(s): $summary"; }
+summary=$(grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "$out/gpu-tests.log" | tr '\n' ' ')
+[[ $rc -eq 0 ]] && ! grep -q 'SKIPPED' "$out/gpu-tests.log" && result ok "GPU tests (NCCL on $gpus GPU(s)): $summary" ||
+  { grep -E 'Failure|error|Expected|Which is|SKIPPED' "$out/gpu-tests.log" | head -20 | tee -a "$report"; result FAIL "GPU tests (NCCL on $gpus GPU(s)): $summary"; }
 
 # ---- swissroll, 2000 steps on one GPU: fp32, bf16 autocast, fp32 replayed from a CUDA graph ---
 "$difftrain" prepare swissroll --out "$out/data/swissroll" --shards 1 >/dev/null

@@ -16,6 +16,7 @@
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
+#include "difftrain/build_info.h"
 #include "difftrain/config.h"
 #include "difftrain/data/fashion_mnist.h"
 #include "difftrain/data/image_folder.h"
@@ -232,6 +233,7 @@ int cmd_train(const std::vector<std::string>& args, const TrainOptions& options,
     }
   }
   if (rank == 0) {
+    fmt::print("difftrain 0.1.0, built with {}\n", build_description());
     fmt::print("threads: {} intra-op thread{} per rank ({}; train.threads or OMP_NUM_THREADS to change){}\n",
                threads.threads, threads.threads == 1 ? "" : "s", threads.reason,
                threads.blas_single ? "; OpenBLAS on the calling thread (OPENBLAS_NUM_THREADS to change)" : "");
@@ -316,7 +318,7 @@ int main(int argc, char** argv) {
   reuse_freed_memory();
   CLI::App app{"difftrain: train diffusion models on one or many ranks (one per GPU or CPU slot)"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", "difftrain 0.1.0");
+  app.set_version_flag("--version", "difftrain 0.1.0, built with " + build_description());
 
   auto* prepare = app.add_subcommand("prepare", "Write a sharded HDF5 dataset");
   PrepareArgs pa;

@@ -18,6 +18,7 @@
 #include "difftrain/error.h"
 #include "difftrain/input_file.h"
 #include "difftrain/random_streams.h"
+#include "difftrain/torch_save.h"
 #include "difftrain/train/checkpoint.h"
 
 namespace difftrain {
@@ -203,7 +204,7 @@ void save_classifier(const std::string& path, const TrainedClassifier& c) {
   d.insert("test_accuracy", c.test_accuracy);
   d.insert("seed", c.seed);
   d.insert("epochs", c.epochs);
-  write_file_atomically(path, torch::pickle_save(d));
+  write_file_atomically(path, torch_save_bytes(d));
 }
 
 TrainedClassifier load_classifier(const std::string& path) {
@@ -227,7 +228,7 @@ TrainedClassifier load_classifier(const std::string& path) {
   torch::OrderedDict<std::string, torch::Tensor> weights;
   try {
     classes = need("num_classes").toInt();
-    shape = need("sample_shape").toIntVector();
+    shape = int_list(need("sample_shape"));
     c.test_accuracy = need("test_accuracy").toDouble();
     c.seed = need("seed").toInt();
     c.epochs = need("epochs").toInt();

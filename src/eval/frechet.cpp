@@ -20,7 +20,7 @@ void check_gaussian(const torch::Tensor& mu, const torch::Tensor& cov, const cha
 // The eigenvalues of a symmetric matrix, and its eigenvectors; rounding's small negative
 // eigenvalues become 0.
 std::tuple<torch::Tensor, torch::Tensor> symmetric_eigen(const torch::Tensor& m) {
-  auto [values, vectors] = torch::linalg::eigh((m + m.transpose(0, 1)) / 2, "L");
+  auto [values, vectors] = at::linalg_eigh((m + m.transpose(0, 1)) / 2, "L");
   return {values.clamp_min(0), vectors};
 }
 

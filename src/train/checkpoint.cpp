@@ -13,6 +13,7 @@
 #include "difftrain/atomic_file.h"
 #include "difftrain/error.h"
 #include "difftrain/input_file.h"
+#include "difftrain/torch_save.h"
 
 namespace difftrain {
 
@@ -181,7 +182,7 @@ void save_checkpoint(const std::vector<std::string>& paths, const Checkpoint& c)
   checksum.insert("algorithm", std::string(kChecksumAlgorithm));
   checksum.insert("value", content_checksum(d, paths.front()));
   d.insert("checksum", checksum);
-  const auto bytes = torch::pickle_save(d);
+  const auto bytes = torch_save_bytes(d);
   for (const auto& path : paths) write_file_atomically(path, bytes);
 }
 
@@ -230,7 +231,7 @@ Checkpoint load_checkpoint(const std::string& path) {
     c.step = need("step").toInt();
     c.skipped_steps = need("skipped_steps").toInt();
     c.config_yaml = need("config").toStringRef();
-    for (const auto& v : need("sample_shape").toIntVector()) c.sample_shape.push_back(v);
+    c.sample_shape = int_list(need("sample_shape"));
     auto data = need("data").toGenericDict();
     c.world_size = data.at("world_size").toInt();
     c.data_position = data.at("position").toInt();
@@ -238,7 +239,7 @@ Checkpoint load_checkpoint(const std::string& path) {
     c.seed = rng.at("seed").toInt();
     c.stream_scheme = rng.contains("scheme") ? rng.at("scheme").toStringRef() : "unrecorded";
     if (auto it = d.find("retained"); it != d.end())
-      for (const auto& v : it->value().toIntVector()) c.retained_steps.push_back(v);
+      c.retained_steps = int_list(it->value());
   } catch (const c10::Error&) {
     fail("{}: checkpoint entries have unexpected types", path);
   }

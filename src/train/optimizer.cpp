@@ -94,14 +94,12 @@ void adam_update_tensor_ops(torch::Tensor& values, const torch::Tensor& grads, t
   values.addcdiv_(exp_avg, denom, -(h.lr / correction1));
 }
 
-#if TORCH_VERSION_MAJOR >= 2
-namespace {
-// On a GPU with LibTorch 2.x: PyTorch's fused kernel (torch.optim's fused=True), one
-// launch for the whole buffer. The step count rides in a device tensor, as the kernel reads it.
-void adam_update_fused_gpu(torch::Tensor& values, const torch::Tensor& grads, torch::Tensor& exp_avg,
-                           torch::Tensor& exp_avg_sq, const AdamHyper& h) {
+void adam_update_torch_fused(torch::Tensor& values, const torch::Tensor& grads, torch::Tensor& exp_avg,
+                             torch::Tensor& exp_avg_sq, const AdamHyper& h) {
   check_buffers(values, grads, exp_avg, exp_avg_sq);
+#if TORCH_VERSION_MAJOR >= 2
   torch::NoGradGuard no_grad;
+  // The kernel reads the step count from a tensor on the buffers' device.
   const auto step = torch::full({1}, static_cast<double>(h.step), values.options());
   if (h.decoupled)
     at::_fused_adamw_({values}, {grads}, {exp_avg}, {exp_avg_sq}, {}, {step}, h.lr, h.beta1, h.beta2,
@@ -109,9 +107,10 @@ void adam_update_fused_gpu(torch::Tensor& values, const torch::Tensor& grads, to
   else
     at::_fused_adam_({values}, {grads}, {exp_avg}, {exp_avg_sq}, {}, {step}, h.lr, h.beta1, h.beta2, h.weight_decay,
                      h.eps, /*amsgrad=*/false, /*maximize=*/false);
-}
-}  // namespace
+#else
+  fail("optimizer: PyTorch's fused Adam kernel needs LibTorch 2.x (this is {})", TORCH_VERSION);
 #endif
+}
 
 FlatAdam::FlatAdam(std::vector<torch::Tensor> params, const AdamHyper& hyper)
     : params_(std::move(params)), offsets_(flat_offsets(params_)), values_(flat_buffer(params_)), hyper_(hyper) {
@@ -130,7 +129,7 @@ void FlatAdam::step(const torch::Tensor& grads) {
     adam_update_fused_cpu(values_, grads, exp_avg_, exp_avg_sq_, h);
 #if TORCH_VERSION_MAJOR >= 2
   } else if (values_.is_cuda()) {
-    adam_update_fused_gpu(values_, grads, exp_avg_, exp_avg_sq_, h);
+    adam_update_torch_fused(values_, grads, exp_avg_, exp_avg_sq_, h);
 #endif
   } else {
     if (!scratch_.defined()) scratch_ = torch::empty_like(values_);

@@ -69,8 +69,11 @@ RunDirLock::RunDirLock(const std::string& run_dir) : run_dir_(run_dir) {
                path, std::strerror(error));
     return;
   }
-  const std::string holder = fmt::format("pid {} on host {}, started {:%Y-%m-%d %H:%M:%S}\n", ::getpid(), host_name(),
-                                         fmt::localtime(std::time(nullptr)));
+  const std::time_t now = std::time(nullptr);
+  std::tm local{};
+  ::localtime_r(&now, &local);
+  const std::string holder =
+      fmt::format("pid {} on host {}, started {:%Y-%m-%d %H:%M:%S}\n", ::getpid(), host_name(), local);
   if (::ftruncate(fd_, 0) != 0 || ::pwrite(fd_, holder.data(), holder.size(), 0) != static_cast<ssize_t>(holder.size()))
     fmt::print(stderr, "difftrain: note: {}: cannot record the lock holder: {}\n", path, std::strerror(errno));
 }

@@ -181,6 +181,9 @@ def check_training_checkpoint(tmp):
           f"non-finite losses: {[r['loss'] for r in records]}")
 
     latest = os.path.join(ckdir, "latest.pt")
+    # torch.load's defaults: from PyTorch 2.6 on that is weights_only=True, which refuses
+    # LibTorch's typed containers (difftrain writes untyped ones); 1.13's weights_only
+    # reader lacks even floats, so it is not asked for there.
     ck = torch.load(latest)
     check(isinstance(ck, dict), f"torch.load gave {type(ck)}")
     for key in ("model", "ema", "optimizer", "step", "config"):

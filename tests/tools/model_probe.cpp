@@ -7,7 +7,7 @@
 // parameter is then overwritten with seeded values of about 0.1 (an untrained DiT outputs
 // exactly 0, which would compare nothing), buffers are kept as built. It runs in eval mode
 // on a seeded batch: x [3, C, H, W], sigma [3], and for a conditional model labels [3]
-// drawn from 0..num_classes ("no label" included). OUT.pt (torch::pickle_save, so
+// drawn from 0..num_classes ("no label" included). OUT.pt (difftrain's torch_save_bytes, so
 // torch.load reads it) holds {"state": name -> tensor, "x", "sigma", "labels" (conditional
 // models only), "out"}.
 #include <iostream>
@@ -22,6 +22,7 @@
 #include "difftrain/config.h"
 #include "difftrain/error.h"
 #include "difftrain/models/registry.h"
+#include "difftrain/torch_save.h"
 
 namespace {
 
@@ -70,7 +71,7 @@ int probe(int argc, char** argv) {
   result.insert("sigma", sigma);
   if (labels.defined()) result.insert("labels", labels);
   result.insert("out", out);
-  write_file_atomically(out_path, torch::pickle_save(result));
+  write_file_atomically(out_path, torch_save_bytes(result));
   return 0;
 }
 

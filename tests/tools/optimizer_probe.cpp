@@ -5,7 +5,7 @@
 //
 // The optimizer is built from the config (`make_optimizer`) and stepped as the trainer
 // does (`learning_rate`, `set_lr`, `step`) on a few parameters of different
-// shapes, with gradients of changing scale. OUT.pt (torch::pickle_save, so torch.load reads
+// shapes, with gradients of changing scale. OUT.pt (difftrain's torch_save_bytes, so torch.load reads
 // it) holds {"steps": [{"lr", "params_before", "grads", "state_before", "params_after",
 // "state_after"}, ...]}, the states as `state_dict()` exports them for checkpoints.
 #include <cmath>
@@ -19,6 +19,7 @@
 #include "difftrain/config.h"
 #include "difftrain/error.h"
 #include "difftrain/train/optimizer.h"
+#include "difftrain/torch_save.h"
 
 namespace {
 
@@ -31,7 +32,7 @@ c10::impl::GenericList tensor_list(const std::vector<torch::Tensor>& tensors) {
 // The exported state as a checkpoint carries it: serialised now, so later steps (which
 // update the optimizer's tensors in place) do not change what was recorded.
 c10::IValue saved_state(const difftrain::FlatAdam& optimizer) {
-  const auto bytes = torch::pickle_save(optimizer.state_dict());
+  const auto bytes = difftrain::torch_save_bytes(optimizer.state_dict());
   return torch::pickle_load(bytes);
 }
 
@@ -74,7 +75,7 @@ int probe(int argc, char** argv) {
   }
   auto result = c10::impl::GenericDict(c10::StringType::get(), c10::AnyType::get());
   result.insert("steps", records);
-  const auto bytes = torch::pickle_save(result);
+  const auto bytes = torch_save_bytes(result);
   std::ofstream out(out_path, std::ios::binary);
   out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
   if (!out.flush()) fail("{}: cannot write", out_path);

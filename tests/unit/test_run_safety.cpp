@@ -270,7 +270,8 @@ TEST(ResumeConfig, SettingsThatMayChangeAreAcceptedAndEachIsNoted) {
   train(config_for(dir, 25));
   testing::internal::CaptureStderr();
   const auto result = train(
-      config_for(dir, 50, {"train.lr=5e-4", "train.batch_size=40", "train.grad_accum=2", "train.log_every=5"}));
+      config_for(dir, 50, {"train.lr=5e-4", "train.batch_size=40", "train.grad_accum=2", "train.log_every=5",
+                           "train.cuda_graph=true"}));
   const std::string note = testing::internal::GetCapturedStderr();
   EXPECT_EQ(result.start_step, 25);
   EXPECT_MENTIONS(note, "changed settings");
@@ -278,6 +279,7 @@ TEST(ResumeConfig, SettingsThatMayChangeAreAcceptedAndEachIsNoted) {
   EXPECT_MENTIONS(note, "train.steps 25 -> 50");
   EXPECT_MENTIONS(note, "train.batch_size 20 -> 40");
   EXPECT_MENTIONS(note, "train.grad_accum 1 -> 2");
+  EXPECT_MENTIONS(note, "train.cuda_graph false -> true");
 }
 
 TEST(ResumeConfig, EveryKeyIsClassified) {
@@ -288,7 +290,8 @@ TEST(ResumeConfig, EveryKeyIsClassified) {
   EXPECT_EQ(free, (std::vector<std::string>{"run_dir", "train.steps", "train.batch_size", "train.grad_accum",
                                             "train.lr", "train.grad_clip", "train.warmup_steps", "train.log_every",
                                             "train.checkpoint_every", "train.keep_checkpoints",
-                                            "train.max_bad_steps", "train.sample_every", "train.precision", "train.tf32", "train.threads", "dist.backend", "dist.bucket_mb",
+                                            "train.max_bad_steps", "train.sample_every", "train.precision", "train.tf32", "train.threads", "train.cuda_graph",
+                                            "dist.backend", "dist.bucket_mb",
                                             "dist.check_every", "dist.timeout_s", "sample.steps", "sample.gam",
                                             "sample.mu", "sample.n", "sample.cfg_scale", "sample.class"}));
 }

@@ -12,6 +12,7 @@
 // fastest); it carries a few extra values (the step's loss and flags).
 #include <memory>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <torch/torch.h>
@@ -71,7 +72,9 @@ class GradBuckets {
   torch::Tensor grads_;   // the gradients' part of buffer_
   static constexpr std::size_t kLastBucket = 0;  // reduced after backward, with the extras
   struct Hook;
-  std::vector<std::pair<std::shared_ptr<torch::autograd::Node>, uintptr_t>> hooks_;
+  // LibTorch 1.x holds autograd nodes in shared_ptr, recent 2.x in intrusive_ptr.
+  using AccumulatorPtr = decltype(torch::autograd::impl::grad_accumulator(std::declval<const torch::Tensor&>()));
+  std::vector<std::pair<AccumulatorPtr, uintptr_t>> hooks_;
 
   // The armed step.
   Communicator* comm_ = nullptr;

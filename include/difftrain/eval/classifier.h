@@ -72,7 +72,7 @@ double classifier_accuracy(Classifier model, const torch::Tensor& images, const 
 void require_writable_classifier_path(const std::string& path);
 
 // A dict {model: name -> tensor, num_classes, sample_shape, test_accuracy, seed, epochs},
-// written with torch::pickle_save (Python's torch.load reads it), atomically.
+// written as torch.save does (torch_save.h) (Python's torch.load reads it), atomically.
 void save_classifier(const std::string& path, const TrainedClassifier& c);
 // Reads such a file into a model in eval mode; any missing entry, wrong type or tensor of
 // the wrong shape is an error naming the file.

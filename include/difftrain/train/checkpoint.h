@@ -1,5 +1,5 @@
 #pragma once
-// Checkpoints: a dict written with torch::pickle_save, so Python's torch.load(path) reads
+// Checkpoints: a dict written as torch.save does (torch_save.h), so Python's torch.load(path) reads
 // it. Keys: model, ema (name -> tensor, names as in the reference PyTorch modules),
 // optimizer (torch.optim-style state dict), step, config (resolved YAML text),
 // sample_shape, data ({world_size, position}: examples each rank has consumed), rng

@@ -31,6 +31,11 @@ void adam_update_fused_cpu(torch::Tensor& values, const torch::Tensor& grads, to
 // `scratch` is a buffer of the same size, for the intermediate values.
 void adam_update_tensor_ops(torch::Tensor& values, const torch::Tensor& grads, torch::Tensor& exp_avg,
                             torch::Tensor& exp_avg_sq, const AdamHyper& h, torch::Tensor& scratch);
+// PyTorch's own fused kernel (torch.optim's fused=True), one launch for the whole buffer:
+// what FlatAdam runs on a GPU. LibTorch 2.x has it for GPUs and the CPU; with 1.x this is
+// an error.
+void adam_update_torch_fused(torch::Tensor& values, const torch::Tensor& grads, torch::Tensor& exp_avg,
+                             torch::Tensor& exp_avg_sq, const AdamHyper& h);
 
 class FlatAdam {
  public:
