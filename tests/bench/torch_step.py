@@ -2,7 +2,7 @@
 """difftrain's training step in plain PyTorch, timed: the other half of tests/bench/vs_pytorch.sh.
 
     /usr/bin/python3 tests/bench/torch_step.py CONFIG.yaml [key.sub=value ...] [--steps N] [--warmup W] [--threads T]
-                                               [--device cpu|cuda]
+                                               [--device cpu|cuda] [--compile]
 
 Reads a difftrain config (overrides as on difftrain's command line), builds the same model
 from the PyTorch modules the parity tests hold (tests/reference/swissroll_torch.py,
@@ -216,6 +216,8 @@ def main():
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu", help="cpu, or cuda (this process's GPU)")
+    ap.add_argument("--compile", action="store_true",
+                    help="the model's forward and backward through torch.compile (PyTorch 2.x), compiled in the warm-up")
     args = ap.parse_intermixed_args()  # overrides and options in any order
     torch.set_num_interop_threads(1)  # before any parallel work, or it raises
     torch.set_num_threads(args.threads)
@@ -249,6 +251,10 @@ def main():
         raise Unmirrored("--device cuda: this PyTorch sees no GPU")
     sigmas = sigmas.to(device)
     model.to(device)
+    if args.compile and not hasattr(torch, "compile"):
+        raise Unmirrored(f"--compile: PyTorch {torch.__version__} has no torch.compile")
+    # The EMA copies the eager module; the compiled one shares its parameters.
+    forward = torch.compile(model) if args.compile else model
 
     def clock():  # host time once the device has caught up
         if device.type == "cuda":
@@ -284,9 +290,9 @@ def main():
             xt = x0 + sigma * eps
             if classes:
                 y = torch.where(torch.rand(y.shape[0], device=device) < cond_drop, torch.full_like(y, classes), y)
-                out = model(xt, sigma, y)
+                out = forward(xt, sigma, y)
             else:
-                out = model(xt, sigma)
+                out = forward(xt, sigma)
             if param == "eps":
                 target = eps
             elif param == "x0":
@@ -329,7 +335,7 @@ def main():
 
     n = max(args.steps, 1)
     result = {
-        "impl": "pytorch", "torch": torch.__version__, "threads": args.threads, "device": str(device),
+        "impl": "pytorch" + (" compiled" if args.compile else ""), "torch": torch.__version__, "threads": args.threads, "device": str(device),
         "model_params": sum(p.numel() for p in params), "global_batch": batch, "steps": args.steps,
         "samples_per_s": round(batch * args.steps / total, 3) if total > 0 else None,
         "step_ms": round(1000 * total / n, 4),

@@ -10,6 +10,7 @@
 #include "difftrain/comm/grad_buckets.h"
 #include "difftrain/comm/nccl_communicator.h"
 #include "difftrain/config.h"
+#include "difftrain/data/prepare.h"
 #include "difftrain/data/swissroll.h"
 #include "difftrain/diffusion.h"
 #include "difftrain/models/registry.h"

@@ -154,7 +154,8 @@ TEST(RandomStreams, RefusesAnEmptyRangeAndAnUnknownDevice) {
   EXPECT_THROW(RandomStream(1, torch::Device(torch::kMeta)), std::exception);
 }
 
-TEST(RandomStreams, CudaStreamsDrawOnTheDeviceUnderTheWholeKey) {
+// GPU-only tests sit in suites named Gpu*: launch/gpu-check.sh runs them by that name.
+TEST(GpuRandomStreams, CudaStreamsDrawOnTheDeviceUnderTheWholeKey) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device: the CUDA stream runs in launch/gpu-check.sh";
   const torch::Device gpu(torch::kCUDA, 0);
   const uint64_t key = 0x00000000deadbeefull;
