@@ -89,7 +89,10 @@ void RunDirectory::save(Checkpoint c) {
   std::sort(retained.begin(), retained.end());
   const auto keep = static_cast<std::size_t>(config_.train.keep_checkpoints);
   while (keep > 0 && retained.size() > keep) pruned.push_back(retained.front()), retained.erase(retained.begin());
+  // The checkpoint lists the files being pruned too: a run killed after writing it but
+  // before removing them leaves them to the run that resumes from it.
   c.retained_steps = retained;
+  c.retained_steps.insert(c.retained_steps.begin(), pruned.begin(), pruned.end());
   const std::string step_file = checkpoint_path(config_.run_dir, c.step);
   save_checkpoint({step_file, latest_checkpoint_path(config_.run_dir)}, c);
   load_checkpoint(step_file);

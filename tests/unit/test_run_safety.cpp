@@ -197,6 +197,16 @@ TEST(Retention, PrunesOnlyTheRunsOwnStepFiles) {
   EXPECT_EQ(step_files(dir), (std::vector<std::string>{"step-0000001.pt", "step-0000125.pt", "step-0000150.pt"}));
 }
 
+TEST(Retention, AFileLeftByARunKilledBeforeItsPruneIsPrunedOnResume) {
+  test::TempDir dir;
+  train(config_for(dir, 75, {"train.keep_checkpoints=2"}));
+  ASSERT_EQ(step_files(dir), (std::vector<std::string>{"step-0000050.pt", "step-0000075.pt"}));
+  // As if killed after writing step 75 and before removing step 25.
+  fs::copy_file(dir / "run/checkpoints/step-0000050.pt", dir / "run/checkpoints/step-0000025.pt");
+  train(config_for(dir, 100, {"train.keep_checkpoints=2"}));
+  EXPECT_EQ(step_files(dir), (std::vector<std::string>{"step-0000075.pt", "step-0000100.pt"}));
+}
+
 TEST(Retention, AResumeFromAnotherDirectoryPrunesNothingThere) {
   test::TempDir dir;
   train(config_for(dir, 50, {"train.keep_checkpoints=1"}));
