@@ -7,6 +7,7 @@
 # Debian 12 machine, then runs the GPU checks and prints a short report.
 #
 #   bash launch/gpu-check.sh [--deps DIR|FILE.tar.gz] [--out DIR] [--fashion-mnist DIR]
+#   (the bundle, on a Debian 12 machine: bash launch/bundle-deps.sh deps && tar -czf deps.tar.gz deps)
 #   bash launch/gpu-check.sh --dry ...   # every step up to the first GPU call: bundle,
 #                                        # configure, build every target, the binaries run
 #                                        # from the bundle (mpirun -n 2), the GPU tests

@@ -2,7 +2,7 @@
 # Every CPU figure in BENCHMARKS.md, in one run (about 10 minutes on 2 cores; run it with
 # nothing else busy):
 #
-#   bash tests/bench/cpu_figures.sh          (after launch/setup.sh; DIFFTRAIN=... picks the binary)
+#   bash tests/bench/cpu_figures.sh          (after launch/setup.sh and launch/setup.sh --torch cpu)
 #
 # 1. difftrain against plain PyTorch, one thread each (tests/bench/vs_pytorch.sh);
 # 2. 1 rank against 2, weak and strong, with the data wait (tests/bench/scaling.sh);
