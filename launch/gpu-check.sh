@@ -48,7 +48,10 @@ result() {  # result ok|FAIL|skip TEXT
   return 0
 }
 start=$SECONDS
-py=${PYTHON:-python3}
+py_bin=${PYTHON:-python3}
+# Python runs without the bundle's libraries in its path: they are for difftrain and mpirun,
+# and the machine's PyTorch was built against the machine's own.
+py() { env -u LD_LIBRARY_PATH -u OPAL_PREFIX "$py_bin" "$@"; }
 
 # ---- the bundle: every library and tool but LibTorch, CUDA and NCCL ---------------------
 if [[ -f $deps ]]; then  # an archive of the folder, which travels smaller
@@ -71,16 +74,16 @@ for tool in mpirun mpicxx cmake; do
   command -v $tool >/dev/null || { say "gpu-check: $tool is missing (the bundle holds mpirun and mpicxx; CMake must be installed)"; exit 1; }
 done
 
-torch_args=$($py "$root/launch/torch_cmake_args.py") || { say "gpu-check: $py: no usable PyTorch (see above)"; exit 1; }
+torch_args=$(py "$root/launch/torch_cmake_args.py") || { say "gpu-check: $py_bin: no usable PyTorch (see above)"; exit 1; }
 mapfile -t torch_args <<<"$torch_args"
 for i in "${!torch_args[@]}"; do  # the bundle's prefix after LibTorch's
   [[ ${torch_args[$i]} == -DCMAKE_PREFIX_PATH=* ]] && torch_args[$i]="${torch_args[$i]};$bundle"
 done
 if $dry; then
-  say "gpu-check --dry: no GPU is used; $($py -c 'import torch; print("torch", torch.__version__, "CUDA", torch.version.cuda)' 2>/dev/null)"
+  say "gpu-check --dry: no GPU is used; $(py -c 'import torch; print("torch", torch.__version__, "CUDA", torch.version.cuda)' 2>/dev/null)"
 else
   say "gpu-check: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | head -1)," \
-    "$(nvidia-smi -L | wc -l) GPU(s); torch $($py -c 'import torch; print(torch.__version__)' 2>/dev/null)"
+    "$(nvidia-smi -L | wc -l) GPU(s); torch $(py -c 'import torch; print(torch.__version__)' 2>/dev/null)"
 fi
 say "gpu-check: bundle $deps ($(wc -l <"$deps/PACKAGES") Debian packages)"
 
@@ -119,15 +122,15 @@ mpi=(mpirun --oversubscribe --bind-to none)
 # The GPU tests: NcclBackend.* (under mpirun, one rank per GPU) and the unit tests of the
 # suites named Gpu*. Without a GPU each must report skipped; with one, none may.
 gpu_tests() {  # gpu_tests RANKS LOG
-  "${mpi[@]}" -n "$1" "$build/tests/difftrain_mpi_tests" --gtest_filter='NcclBackend.*' >"$2" 2>&1 &&
-    "$build/tests/difftrain_tests" --gtest_filter='Gpu*.*' >>"$2" 2>&1
+  "${mpi[@]}" -n "$1" "$build/tests/difftrain_mpi_tests" --gtest_filter='NcclBackend.*' --gtest_color=no >"$2" 2>&1 &&
+    "$build/tests/difftrain_tests" --gtest_filter='Gpu*.*' --gtest_color=no >>"$2" 2>&1
 }
 
 if $dry; then
   gpu_tests 1 "$out/gpu-tests.log"
   rc=$?
   ran=$(grep -cE '^\[ RUN      \]' "$out/gpu-tests.log")
-  skipped=$(grep -cE '^\[  SKIPPED \] [A-Za-z]' "$out/gpu-tests.log")
+  skipped=$(grep -cE '^\[  SKIPPED \] [A-Za-z0-9_/]+\.[A-Za-z0-9_/]+ \(' "$out/gpu-tests.log")
   [[ $rc -eq 0 && $ran -gt 0 && $ran -eq $skipped ]] &&
     result ok "GPU tests compiled and run without a GPU: $ran run, $skipped skipped" ||
     result FAIL "GPU tests without a GPU: exit $rc, $ran run, $skipped skipped (see $out/gpu-tests.log)"
@@ -165,9 +168,9 @@ for precision in fp32 bf16 fp32-graph; do
   "$difftrain" train configs/swissroll.yaml dist.backend=nccl train.steps=2000 train.precision=${precision%-graph} \
     train.cuda_graph=$graph "data.path=$out/data/swissroll" "run_dir=$run" >"$out/swissroll-$precision.log" 2>&1
   if [[ $? -eq 0 ]]; then
-    rate=$($py -c "import json,sys; r=[json.loads(l) for l in open(sys.argv[1]) if 'steps_per_s' in l]; print(f\"{sum(x['steps_per_s'] for x in r[1:])/max(1,len(r)-1):.0f}\")" "$run/metrics.jsonl")
+    rate=$(py -c "import json,sys; r=[json.loads(l) for l in open(sys.argv[1]) if 'steps_per_s' in l]; print(f\"{sum(x['steps_per_s'] for x in r[1:])/max(1,len(r)-1):.0f}\")" "$run/metrics.jsonl")
     "$difftrain" sample --checkpoint "$run/checkpoints/latest.pt" --out "$run/samples.h5" >/dev/null 2>&1
-    distance=$($py tests/reference/swissroll_torch.py --distance "$run/samples.h5" 2>&1 | tail -1)
+    distance=$(py tests/reference/swissroll_torch.py --distance "$run/samples.h5" 2>&1 | tail -1)
     result ok "swissroll $precision, 2000 steps on 1 GPU (nccl, world 1; sampled on the GPU): $rate steps/s; $distance"
   else
     tail -5 "$out/swissroll-$precision.log" | tee -a "$report"
@@ -190,8 +193,8 @@ if [[ -n $fm ]]; then
     "run_dir=$run" >"$out/smoke.log" 2>&1
   if [[ $? -eq 0 ]]; then
     batch=$(grep -E '^\s+batch_size:' configs/fashion_mnist_dit_cond_smoke.yaml | head -1 | awk '{print $2}')
-    rate=$($py -c "import json,sys; r=[json.loads(l) for l in open(sys.argv[1]) if 'steps_per_s' in l]; print(f\"{sum(x['steps_per_s'] for x in r[1:])/max(1,len(r)-1):.1f}\")" "$run/metrics.jsonl")
-    img=$($py -c "print(f'{$rate * $batch:.0f}')")
+    rate=$(py -c "import json,sys; r=[json.loads(l) for l in open(sys.argv[1]) if 'steps_per_s' in l]; print(f\"{sum(x['steps_per_s'] for x in r[1:])/max(1,len(r)-1):.1f}\")" "$run/metrics.jsonl")
+    img=$(py -c "print(f'{$rate * $batch:.0f}')")
     result ok "fashion-mnist DiT smoke, fp32 on 1 GPU: $rate steps/s, $img img/s (batch $batch)"
     "$difftrain" eval --checkpoint "$run/checkpoints/latest.pt" --cfg-scale 2 >"$out/eval.json" 2>"$out/eval.log" &&
       result ok "eval: $(tail -1 "$out/eval.json" | cut -c1-200)" || result FAIL "eval (see $out/eval.log)"
@@ -211,13 +214,13 @@ if [[ -n $fm ]]; then
       --steps 50 --warmup 5 >"$out/bench-$run.log" 2>&1
     dt=$?
     if [[ $graph == false ]]; then  # PyTorch's step once per recipe
-      $py tests/bench/torch_step.py "configs/$recipe.yaml" "data.path=$data/train" --device cuda --steps 50 \
+      py tests/bench/torch_step.py "configs/$recipe.yaml" "data.path=$data/train" --device cuda --steps 50 \
         --warmup 5 >"$out/torch-$recipe.log" 2>&1
       echo $? >"$out/torch-$recipe.status"
     fi
     pt=$(cat "$out/torch-$recipe.status")
     if [[ $dt -eq 0 && $pt -eq 0 ]]; then
-      result ok "$recipe on 1 GPU (train.cuda_graph $graph): $($py -c "import json,sys
+      result ok "$recipe on 1 GPU (train.cuda_graph $graph): $(py -c "import json,sys
 d, p = (json.loads(open(f).read().strip().splitlines()[-1]) for f in sys.argv[1:3])
 print(f\"difftrain {d['samples_per_s']:.0f} img/s ({d['step_ms']:.1f} ms/step, {d.get('peak_gpu_mb', '?')} MiB), \"
       f\"PyTorch {p['torch']} {p['samples_per_s']:.0f} img/s ({p['step_ms']:.1f} ms, {p.get('peak_gpu_mb', '?')} MiB): \"
