@@ -45,6 +45,7 @@ def load_module(relpath, name):
     try:
         spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, relpath))
         module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # torch.compile looks the module's classes up by name
         spec.loader.exec_module(module)
         return module
     finally:

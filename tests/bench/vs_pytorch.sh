@@ -13,6 +13,7 @@
 # scale (default 1) multiplies the timed steps: 500 for swissroll (after 10 warm-up steps;
 # 100 more for torch.compile), 20 for the image models (after 3; 5 for torch.compile). Per
 # model one JSON line: {"model", "samples_per_s": {impl: ...}, "step_ms": {impl: ...},
+# "split_ms": {impl: where the step's time goes},
 # "vs_pytorch_2.13": {impl: samples/s over PyTorch 2.13 eager's: above 1, faster}}; then a
 # table; last, the wall time of a whole 3000-step (WHOLE_STEPS) swissroll training process
 # for each difftrain and each PyTorch (tests/reference/swissroll_torch.py; start-up and the
@@ -83,6 +84,7 @@ ref = got.get("pytorch@2.13", {}).get("samples_per_s")
 print(json.dumps({"model": name,
                   "samples_per_s": {k: v["samples_per_s"] for k, v in got.items()},
                   "step_ms": {k: v["step_ms"] for k, v in got.items()},
+                  "split_ms": {k: v.get("split_ms") for k, v in got.items()},
                   "vs_pytorch_2.13": {k: round(v["samples_per_s"] / ref, 3) for k, v in got.items()} if ref else None}))
 PY
 }
