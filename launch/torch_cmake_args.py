@@ -40,7 +40,7 @@ if torch.version.cuda:
     nvrtc = first(f"cu{major}/lib/libnvrtc.so.*") or first("cuda_nvrtc/lib/libnvrtc.so.*")
     if nvrtc:
         args.append(f"-DCUDA_nvrtc_LIBRARY={nvrtc}")
-    nccl = first(f"nccl/lib/libnccl.so.2")
+    nccl = first("nccl/lib/libnccl.so.2")
     if nccl:
         args.append(f"-DNCCL_ROOT={os.path.dirname(os.path.dirname(nccl))}")
 

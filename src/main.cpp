@@ -1,5 +1,5 @@
-// The `difftrain` command: parses arguments and calls the library. DESIGN.md's "Commands"
-// section is the contract.
+// The `difftrain` command: parses arguments and calls the library. The README's "Commands"
+// section documents each subcommand.
 #include <algorithm>
 #include <charconv>
 #include <cstdlib>

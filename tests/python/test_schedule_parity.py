@@ -28,7 +28,7 @@ except ImportError as e:  # Debian's python3-torch is missing: skip, do not fail
     sys.exit(77)
 
 
-# ---- the reference formulas (DESIGN.md, "The math") ------------------------------------
+# ---- the reference formulas (smalldiffusion's schedules) --------------------------------
 
 def sigmas_from_betas(betas):
     return (1 / torch.cumprod(1.0 - betas, dim=0) - 1).sqrt()

@@ -1,4 +1,4 @@
-// The config schema (DESIGN.md, "Config"): defaults, file and overrides, type-dependent
+// The config schema (the README's "Config"): defaults, file and overrides, type-dependent
 // defaults, the YAML round trip, and an error naming the key for every kind of mistake.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -73,7 +73,7 @@ void expect_design_defaults(const Config& c) {
   EXPECT_EQ(c.train.weight_decay, 0.01);
 }
 
-// DESIGN.md's config block, verbatim.
+// The README's config block, verbatim.
 const char* kDesignBlock = R"(
 run_dir: runs/swissroll      # resolved config, metrics.jsonl, checkpoints/, samples/
 seed: 0                      # rank r derives its own streams from (seed, r)
