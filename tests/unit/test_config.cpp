@@ -73,7 +73,7 @@ void expect_design_defaults(const Config& c) {
   EXPECT_EQ(c.train.weight_decay, 0.01);
 }
 
-// The README's config block, verbatim.
+// The config block the README shows (same keys and values; the README's comments say more).
 const char* kDesignBlock = R"(
 run_dir: runs/swissroll      # resolved config, metrics.jsonl, checkpoints/, samples/
 seed: 0                      # rank r derives its own streams from (seed, r)
