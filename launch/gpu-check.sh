@@ -70,6 +70,9 @@ lib=$bundle/lib/x86_64-linux-gnu
 export OPAL_PREFIX=$bundle PATH=$bundle/bin:$PATH
 export LD_LIBRARY_PATH=$lib:$lib/openmpi/lib:$lib/hdf5/serial${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 export DIFFTRAIN_FONT=$bundle/share/fonts/truetype/dejavu/DejaVuSans.ttf
+# The bundle's PMIx also finds a PMIx installed on the machine under the same folder names,
+# fails to load that one's compression plugin and then warns at every start; it works without.
+export PMIX_MCA_pcompress_base_silence_warning=1
 for tool in mpirun mpicxx cmake; do
   command -v $tool >/dev/null || { say "gpu-check: $tool is missing (the bundle holds mpirun and mpicxx; CMake must be installed)"; exit 1; }
 done
@@ -114,6 +117,11 @@ if [[ $? -ne 0 ]]; then
   exit 1
 fi
 result ok "build, every target ($((SECONDS - start)) s)"
+# Every binary takes std:: from its own C++ runtime, not from a LibTorch that exports a copy.
+link_order=$(bash tests/tools/check_link_order.sh "$build/difftrain" "$build/tests/difftrain_tests" \
+  "$build/tests/difftrain_mpi_tests" 2>&1)
+[[ $? -eq 0 ]] && result ok "link order: the C++ runtime before LibTorch in every binary" ||
+  { echo "$link_order" | tee -a "$report"; result FAIL "link order (tests/tools/check_link_order.sh)"; }
 difftrain=$build/difftrain
 mpi=(mpirun --oversubscribe --bind-to none)
 [[ $(id -u) -eq 0 ]] && mpi+=(--allow-run-as-root)
