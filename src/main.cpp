@@ -16,6 +16,7 @@
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
+#include "difftrain/comm/agreement.h"
 #include "difftrain/build_info.h"
 #include "difftrain/config.h"
 #include "difftrain/data/fashion_mnist.h"
@@ -169,10 +170,6 @@ int cmd_prepare(const PrepareArgs& a) {
   return 0;
 }
 
-// Set-up failures are agreed on before any other collective, so no rank waits forever:
-// the lowest failing rank reports, every rank exits 1. Once training runs, a rank-local
-// failure rides in the step's all-reduce (RankError on that rank, PeerError on the
-// others), so all ranks still exit together; only a failure outside that path aborts.
 struct BenchArgs {
   int64_t steps = 50, warmup = 5;
 };
@@ -190,6 +187,32 @@ int bench(Trainer& trainer, Communicator& comm, const BenchArgs& args, int64_t g
   return 0;
 }
 
+// The exit status of a multi-rank command that failed, and who says why: an agreed
+// failure is reported by rank 0, a shared one (comm/agreement.h) by the rank it came from;
+// any other failure may leave peers inside a collective, so it aborts the job.
+int exit_after_failure(std::exception_ptr failure, Communicator& comm) {
+  try {
+    std::rethrow_exception(failure);
+  } catch (const AgreedError& e) {
+    if (comm.rank() == 0) report(e.what());
+  } catch (const PeerError&) {
+  } catch (const RankError& e) {
+    report(e.what());
+  } catch (const std::exception& e) {
+    if (comm.size() == 1) {
+      report(one_line(e));
+      return 1;
+    }
+    report(fmt::format("rank {}: {}", comm.rank(), one_line(e)));
+    comm.abort(1);
+  }
+  return 1;
+}
+
+// Set-up failures are agreed on before any other collective, so no rank waits forever:
+// the lowest failing rank reports, every rank exits 1. Once training runs, a rank-local
+// failure rides in the step's all-reduce (RankError on that rank, PeerError on the
+// others), so all ranks still exit together; only a failure outside that path aborts.
 int cmd_train(const std::vector<std::string>& args, const TrainOptions& options, const BenchArgs* bench_args = nullptr) {
   install_stop_signal_handlers();
   std::unique_ptr<Communicator> comm;
@@ -210,21 +233,20 @@ int cmd_train(const std::vector<std::string>& args, const TrainOptions& options,
     error = one_line(e);
   }
   if (!comm) comm = make_communicator("mpi");
-  const int rank = comm->rank(), world = comm->size();
-  // One all-reduce (max) agrees on success and on what every rank sees: [lowest failing
-  // rank as world - rank, fingerprint, ~fingerprint] (max of ~x is ~min x).
+  const int rank = comm->rank();
+  // One collective agrees on success and on what every rank sees: the fingerprint and its
+  // complement ride along (the maximum of ~x is ~ the minimum of x).
   const std::vector<int64_t> fp = trainer ? trainer->fingerprint() : std::vector<int64_t>{0, 0, 0};
-  auto agreed = torch::zeros({1 + 2 * static_cast<int64_t>(fp.size())}, torch::kInt64);
-  agreed[0] = error.empty() ? 0 : world - rank;
-  for (std::size_t i = 0; i < fp.size(); ++i) agreed[1 + i] = fp[i], agreed[1 + fp.size() + i] = ~fp[i];
-  comm->allreduce_max(agreed);
-  if (agreed[0].item<int64_t>() > 0) {
-    if (world - agreed[0].item<int64_t>() == rank) report(rank == 0 ? error : fmt::format("rank {}: {}", rank, error));
+  std::vector<int64_t> seen(fp);
+  for (auto v : fp) seen.push_back(~v);
+  const int64_t failing = lowest_failing_rank(*comm, !error.empty(), seen);
+  if (failing >= 0) {
+    if (failing == rank) report(rank == 0 ? error : fmt::format("rank {}: {}", rank, error));
     return 1;
   }
   static const char* what[] = {"examples in the dataset", "values per example", "model parameters"};
   for (std::size_t i = 0; i < fp.size(); ++i) {
-    const int64_t most = agreed[1 + i].item<int64_t>(), least = ~agreed[1 + fp.size() + i].item<int64_t>();
+    const int64_t most = seen[i], least = ~seen[fp.size() + i];
     if (most != least) {
       if (rank == 0)
         report(fmt::format("the ranks disagree on the number of {} ({} to {}): every rank must read the same data",
@@ -252,21 +274,9 @@ int cmd_train(const std::vector<std::string>& args, const TrainOptions& options,
                                                        : std::string(" (nothing left to train)"),
                  result.skipped_steps);
     return result.preempted ? kExitPreempted : 0;
-  } catch (const AgreedError& e) {
-    if (rank == 0) report(e.what());
-  } catch (const PeerError&) {
-  } catch (const RankError& e) {
-    report(e.what());
-  } catch (const std::exception& e) {
-    if (world == 1) {
-      report(one_line(e));
-      return 1;
-    }
-    // Outside the paths that share failures: the other ranks may be inside a collective.
-    report(fmt::format("rank {}: {}", rank, one_line(e)));
-    comm->abort(1);
+  } catch (...) {
+    return exit_after_failure(std::current_exception(), *comm);
   }
-  return 1;
 }
 
 int cmd_classifier(const ClassifierOptions& options, const std::string& out) {
@@ -293,21 +303,9 @@ int cmd_eval(const EvalOptions& options) {
     const auto result = run_eval(options, *comm);
     if (comm->rank() == 0) fmt::print("{}\n", to_json(result).dump());
     return 0;
-  } catch (const AgreedError& e) {
-    if (comm->rank() == 0) report(e.what());
-  } catch (const PeerError&) {
-  } catch (const RankError& e) {
-    report(e.what());
-  } catch (const std::exception& e) {
-    if (comm->size() == 1) {
-      report(one_line(e));
-      return 1;
-    }
-    // Outside the paths that share failures: the other ranks may be inside a collective.
-    report(fmt::format("rank {}: {}", comm->rank(), one_line(e)));
-    comm->abort(1);
+  } catch (...) {
+    return exit_after_failure(std::current_exception(), *comm);
   }
-  return 1;
 }
 
 }  // namespace

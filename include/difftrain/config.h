@@ -1,6 +1,6 @@
 #pragma once
 // The YAML schema: every key with its default, validation, and `key.sub=value` overrides.
-// DESIGN.md's "Config" section is the contract this file implements.
+// The README's "Configuration" section documents every key this file declares.
 #include <cstdint>
 #include <optional>
 #include <string>

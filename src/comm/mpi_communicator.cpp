@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "difftrain/comm/agreement.h"
 #include "difftrain/error.h"
 
 namespace difftrain {
@@ -40,12 +41,12 @@ void agree_over_mpi(const std::string& error, CollectiveWatchdog* watchdog) {
   int rank = 0, size = 1;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &size);
-  int failing = error.empty() ? size : rank;
-  {
+  std::vector<int64_t> none;
+  const auto failing = static_cast<int>(lowest_failing_rank(rank, size, !error.empty(), none, [&](std::vector<int64_t>& v) {
     CollectiveWatchdog::Scope watched(watchdog, "MPI_Allreduce (agreeing on errors)");
-    MPI_Allreduce(MPI_IN_PLACE, &failing, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
-  }
-  if (failing == size) return;
+    MPI_Allreduce(MPI_IN_PLACE, v.data(), static_cast<int>(v.size()), MPI_INT64_T, MPI_MAX, MPI_COMM_WORLD);
+  }));
+  if (failing < 0) return;
   char text[512] = {};
   if (rank == failing) std::snprintf(text, sizeof text, "%s", error.c_str());
   {

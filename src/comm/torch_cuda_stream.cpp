@@ -1,6 +1,6 @@
-// The one file that needs LibTorch's CUDA headers: built only against a CUDA LibTorch
-// (DIFFTRAIN_TORCH_CUDA). NCCL's collectives go on the stream LibTorch's kernels are
-// queued on, so they are ordered after the backward pass that wrote the gradients.
+// LibTorch's current CUDA stream, for the NCCL communicator (which does not include
+// LibTorch's CUDA headers): built only against a CUDA LibTorch (DIFFTRAIN_TORCH_CUDA).
+// NCCL's own stream waits on it, so a collective runs after the kernels that wrote its input.
 #include <c10/cuda/CUDAStream.h>
 
 #include "difftrain/comm/nccl_communicator.h"

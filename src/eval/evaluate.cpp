@@ -1,3 +1,4 @@
+#include "difftrain/comm/agreement.h"
 #include "difftrain/eval/evaluate.h"
 
 #include <filesystem>
@@ -25,9 +26,7 @@ namespace fs = std::filesystem;
 // Counters of the Stream::eval streams: one per set drawn.
 enum EvalDraw : uint64_t { trained_noise = 0, untrained_noise = 1, train_subset = 2, test_subset = 3 };
 
-// Runs `step` on this rank, then learns in one all-reduce whether every rank succeeded, so
-// that all ranks leave together and none waits alone in a later collective. The lowest
-// failing rank throws RankError with its message; every other rank throws PeerError.
+// Runs `step` on this rank, then shares its outcome with every rank (comm/agreement.h).
 template <typename F>
 void on_all_ranks(Communicator& comm, F&& step) {
   std::string error;
@@ -36,15 +35,7 @@ void on_all_ranks(Communicator& comm, F&& step) {
   } catch (const std::exception& e) {
     error = one_line(e);
   }
-  // The maximum of world - rank over the failing ranks names the lowest of them; 0: none failed.
-  auto failed = torch::tensor({error.empty() ? int64_t{0} : int64_t{comm.size() - comm.rank()}}).to(comm.device());
-  comm.allreduce_max(failed);
-  const int64_t marker = failed.cpu().item<int64_t>();
-  if (marker == 0) return;
-  const int64_t lowest_failing = comm.size() - marker;
-  if (lowest_failing == comm.rank())
-    throw RankError(comm.rank() == 0 ? error : fmt::format("rank {}: {}", comm.rank(), error));
-  throw PeerError(fmt::format("rank {} failed", lowest_failing));
+  share_failure(comm, error);
 }
 
 struct SetSummary {

@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "difftrain/atomic_file.h"
+#include "difftrain/comm/agreement.h"
 #include "difftrain/error.h"
 #include "difftrain/flat_buffer.h"
 #include "difftrain/models/registry.h"
@@ -160,9 +161,8 @@ void Trainer::synchronize() {
 }
 
 void Trainer::agree(std::exception_ptr failure, int64_t step) {
-  auto flag = torch::tensor({static_cast<int64_t>(failure ? 1 : 0)}).to(comm_.device());
-  comm_.allreduce_max(flag);
-  if (flag.item<int64_t>() != 0) throw_shared_failure(failure, step);
+  const int64_t failing = lowest_failing_rank(comm_, failure != nullptr);
+  if (failing >= 0) throw_shared_failure(failing == comm_.rank() ? failure : nullptr, step);
 }
 
 void Trainer::throw_shared_failure(std::exception_ptr failure, int64_t step) const {

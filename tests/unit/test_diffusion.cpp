@@ -170,7 +170,7 @@ TEST(Diffusion, ParameterizationNames) {
 
 // ---- the sampler, one step at a time ---------------------------------------------------
 
-// The update written out per element in double (DESIGN.md, "Sampler"), with the noise the
+// The update written out per element in double (the README's sampler), with the noise the
 // sampler's generator yields in order: the starting noise, then one draw per step.
 std::vector<double> hand_sampler(const std::vector<double>& sigmas, double gam, double mu,
                                  const std::function<double(double x, double sigma)>& eps_fn,

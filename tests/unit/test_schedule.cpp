@@ -1,4 +1,4 @@
-// The five schedules against their formulas (DESIGN.md, "The math"), recomputed here in
+// The five schedules against their formulas (the README's "Schedules"), recomputed here in
 // plain double arithmetic, and the sampler's trailing-spacing subset.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>

@@ -1,6 +1,6 @@
 #pragma once
-// The trainer's only view of the other ranks. Each collective is a blocking call that
-// every rank makes in the same order; backends (MPI on CPUs, NCCL on GPUs) implement it.
+// The trainer's only view of the other ranks: collectives every rank calls in the same
+// order, blocking or started (below); backends (MPI on CPUs, NCCL on GPUs) implement it.
 #include <memory>
 #include <string>
 

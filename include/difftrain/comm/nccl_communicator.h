@@ -40,9 +40,9 @@ class NcclCommunicator : public Communicator {
   std::string backend() const override { return "nccl"; }
   torch::Device device() const override { return {torch::kCUDA, static_cast<c10::DeviceIndex>(device_)}; }
 
-  // GPU tensors are reduced in place on LibTorch's current stream, asynchronously (the
-  // next read of the result orders after it). CPU tensors go through the GPU and are
-  // back in place when the call returns.
+  // GPU tensors are reduced in place on the communication stream, between what LibTorch's
+  // current stream queued before and after the call (events); the host does not wait. CPU
+  // tensors go through the GPU and are back in place when the call returns.
   void allreduce_sum(torch::Tensor& t) override;
   void allreduce_max(torch::Tensor& t) override;
   // On a communication stream of its own, after what LibTorch's current stream has queued so

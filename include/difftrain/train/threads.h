@@ -25,7 +25,7 @@ ThreadPlan plan_threads(int configured, std::optional<int> from_env, int allowed
 // over the rank's cores. On the toy model's small layers, where oneDNN's GELU (on
 // LibTorch's threads) and OpenBLAS's products alternate, the step took 4.4 ms with both
 // pools on 2 cores and 1.0 ms with one; on the image smoke models the second pool gained
-// 5-15% (measured 2026-12-03; see the README's threads paragraph).
+// 5-15% (see the README's threads paragraph).
 ThreadPlan apply_threads(int configured, int local_ranks);
 
 }  // namespace difftrain

@@ -140,7 +140,7 @@ class Trainer {
   // Rank 0: a grid of the EMA model's samples in RUN/samples/step-NNNNNNN.png.
   void write_sample_grid(int64_t step);
   // Every rank learns whether any rank holds a failure (a checkpoint it could not write);
-  // throws RankError on the failing rank, PeerError on the others.
+  // the lowest failing rank throws RankError, the others PeerError (comm/agreement.h).
   void agree(std::exception_ptr failure, int64_t step);
   // After every rank learned that some rank failed: RankError here if it was this rank
   // (`failure`), PeerError otherwise.
