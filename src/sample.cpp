@@ -18,7 +18,7 @@
 #include "difftrain/diffusion.h"
 #include "difftrain/error.h"
 #include "difftrain/models/registry.h"
-#include "difftrain/plot.h"
+#include "difftrain/plot/samples_png.h"
 #include "difftrain/schedule.h"
 #include "difftrain/train/checkpoint.h"
 #include "difftrain/comm/communicator.h"

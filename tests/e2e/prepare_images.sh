@@ -9,7 +9,7 @@ source "$(dirname "$0")/lib/common.bash"
 # left no OUT behind
 refused() { [[ $1 -eq 1 ]] && one_error_line "$2" "$3" && test ! -e "$4"; }
 
-check "help names the new datasets" bash -c "'$difftrain' prepare --help | grep -q 'fashion-mnist, or image-folder'"
+check "help names the new datasets" bash -c "'$difftrain' prepare --help | grep -q 'fashion-mnist (.*), image-folder ('"
 
 # Fashion-MNIST's test split, when Debian's package is installed.
 fm=/usr/share/datasets/fashion-mnist

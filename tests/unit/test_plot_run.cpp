@@ -13,8 +13,8 @@
 
 #include <fmt/format.h>
 
-#include "difftrain/line_chart.h"
-#include "difftrain/plot_run.h"
+#include "difftrain/plot/line_chart.h"
+#include "difftrain/plot/plot_run.h"
 #include "test_util.h"
 
 namespace {

@@ -1,8 +1,11 @@
 #pragma once
-// The training loop. Per step on every rank: batch -> (sigma, eps) from this rank's
-// streams -> loss -> backward -> gradients averaged over ranks -> the same optimizer step
-// everywhere -> EMA. It never knows which communication backend it has.
+// The trainer. Per step on every rank: batch -> (sigma, eps) from this rank's streams ->
+// loss -> backward -> gradients averaged over ranks -> the same optimizer step everywhere
+// -> EMA. It never knows which communication backend it has. Its parts live in files of
+// their own: set-up and state (trainer.cpp), the step (train_step.cpp), its CUDA-graph
+// capture (step_capture.cpp), the loop that run() and bench() share (train_loop.cpp).
 #include <exception>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -21,7 +24,9 @@
 #include "difftrain/train/optimizer.h"
 #include "difftrain/train/precision.h"
 #include "difftrain/train/run_directory.h"
+#include "difftrain/train/step_extras.h"
 #include "difftrain/train/step_graph.h"
+#include "difftrain/train/step_stats.h"
 
 namespace difftrain {
 
@@ -60,13 +65,7 @@ class Trainer {
   // One optimizer step on this rank's micro-batches for the step. `local_error`, if set, is
   // a failure this rank met while getting them: it is shared with every rank through the
   // step's all-reduce, and the step throws RankError here and PeerError elsewhere.
-  struct StepStats {
-    double loss = 0, grad_norm = 0;
-    bool skipped = false;
-    bool stop = false;  // some rank asked to stop
-    StepTimes times;
-    torch::Tensor loss_by_sigma;  // LossBySigma::bin's [sums, counts] over every rank's examples
-  };
+  using StepStats = difftrain::StepStats;
   StepStats step(const std::vector<Batch>& micro_batches, int64_t step_index,
                  std::exception_ptr local_error = nullptr);
 
@@ -107,6 +106,7 @@ class Trainer {
   int64_t skipped_ = 0;
   int64_t consecutive_bad_ = 0;
   LossBySigma loss_by_sigma_;  // the bins; run() sums a logging window in a copy
+  StepExtras extras_;          // what rides with the gradients (after loss_by_sigma_: sized by it)
 
   // The step's inputs, one per micro-batch, in storage that lives as long as the trainer:
   // each step copies its values in, so that a captured step finds them where it recorded them.
@@ -121,10 +121,21 @@ class Trainer {
   // Copies the step's examples into inputs_ with their noise levels, noise and labels
   // drawn from this rank's streams for the step.
   void stage_inputs(const std::vector<Batch>& micro_batches, int64_t step_index);
+  // This rank's [stop requested, failed] where the step's device work reads them.
+  void post_flags(bool failed);
   // The step's device work over inputs_ (what train.cuda_graph captures with the
   // all-reduce): gradients into the buckets, this rank's loss, flags and loss by sigma into
   // their extras; the gradient all-reduce then sums them over every rank.
   void forward_backward();
+  // The captured step's forward, backward and all-reduce, replayed; false (and `local_error`
+  // set, unless it was) when it could not run.
+  bool replay_captured_step(std::exception_ptr& local_error);
+  // The gradient all-reduce after an eager backward: the buckets backward started are
+  // waited for, the rest started. A rank that failed sends zeros with its failure flag set.
+  void allreduce_gradients(std::exception_ptr local_error);
+  // Skips a step whose loss or gradient norm is not finite (stopping after
+  // train.max_bad_steps in a row); else clips and takes the optimizer step. False: skipped.
+  bool apply_gradients(int64_t step_index, double loss, double grad_norm);
   // Records forward_backward and the all-reduce as the step graph; every rank learns
   // whether every rank could (a failure here, or `local_error`, ends every rank together).
   void capture_step(int64_t step_index, std::exception_ptr local_error);
@@ -134,11 +145,15 @@ class Trainer {
   bool inputs_in_place();
   // The step's micro-batches, or none with `error` set when this rank cannot read them.
   std::vector<Batch> next_micro_batches(std::exception_ptr& error);
+  // The loop run() and bench() share: for each step from `first` to `last`, this rank's
+  // micro-batches, then the step; `after` sees each step's stats and returns whether to go
+  // on, and may leave a failure of this rank's in `pending` for the next step to share.
+  // Returns what is pending when the loop ends.
+  using AfterStep = std::function<bool(int64_t step, StepStats& stats, std::exception_ptr& pending)>;
+  std::exception_ptr for_each_step(int64_t first, int64_t last, const AfterStep& after);
   // Model, EMA and optimizer state from the checkpoint to resume from.
   void load_state(const ResumePoint& point);
   void save(int64_t step);
-  // Rank 0: a grid of the EMA model's samples in RUN/samples/step-NNNNNNN.png.
-  void write_sample_grid(int64_t step);
   // Every rank learns whether any rank holds a failure (a checkpoint it could not write);
   // the lowest failing rank throws RankError, the others PeerError (comm/agreement.h).
   void agree(std::exception_ptr failure, int64_t step);

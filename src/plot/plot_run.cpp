@@ -1,4 +1,4 @@
-#include "difftrain/plot_run.h"
+#include "difftrain/plot/plot_run.h"
 
 #include <algorithm>
 #include <cerrno>
@@ -14,7 +14,7 @@
 
 #include "difftrain/atomic_file.h"
 #include "difftrain/error.h"
-#include "difftrain/line_chart.h"
+#include "difftrain/plot/line_chart.h"
 
 namespace difftrain {
 

@@ -1,6 +1,5 @@
-#include "difftrain/line_chart.h"
+#include "difftrain/plot/line_chart.h"
 
-#include <stb_image_write.h>
 #include <stb_truetype.h>
 
 #include <algorithm>
@@ -13,6 +12,7 @@
 #include <fmt/format.h>
 
 #include "difftrain/error.h"
+#include "difftrain/plot/png.h"
 
 namespace difftrain {
 
@@ -243,16 +243,6 @@ std::vector<double> ticks_of(const Scale& s) {
 
 std::string tick_label(double v) { return fmt::format("{:.6g}", v); }
 
-std::vector<char> encode_png(const Canvas& c) {
-  std::vector<char> png;
-  const auto append = [](void* out, void* data, int size) {
-    auto& bytes = *static_cast<std::vector<char>*>(out);
-    bytes.insert(bytes.end(), static_cast<const char*>(data), static_cast<const char*>(data) + size);
-  };
-  if (!stbi_write_png_to_func(append, &png, c.width, c.height, 3, c.rgb.data(), c.width * 3))
-    fail("png: cannot encode a {}x{} chart", c.width, c.height);
-  return png;
-}
 
 }  // namespace
 
@@ -363,7 +353,7 @@ std::vector<char> line_chart_png(const LineChart& chart) {
     }
     row_top += legend_row;
   }
-  return encode_png(canvas);
+  return encode_png(canvas.width, canvas.height, 3, canvas.rgb.data());
 }
 
 }  // namespace difftrain

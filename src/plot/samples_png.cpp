@@ -1,28 +1,16 @@
-#include "difftrain/plot.h"
-
-#include <stb_image_write.h>
+#include "difftrain/plot/samples_png.h"
 
 #include <array>
 #include <cmath>
 
 #include "difftrain/error.h"
+#include "difftrain/plot/png.h"
 
 namespace difftrain {
 
 namespace {
 
 using Rgb = std::array<uint8_t, 3>;
-
-std::vector<char> encode_png(int width, int height, int channels, const std::vector<uint8_t>& pixels) {
-  std::vector<char> png;
-  const auto append = [](void* out, void* data, int size) {
-    auto& png = *static_cast<std::vector<char>*>(out);
-    png.insert(png.end(), static_cast<const char*>(data), static_cast<const char*>(data) + size);
-  };
-  if (!stbi_write_png_to_func(append, &png, width, height, channels, pixels.data(), width * channels))
-    fail("png: cannot encode a {}x{} picture with {} channels", width, height, channels);
-  return png;
-}
 
 }  // namespace
 
@@ -55,7 +43,7 @@ std::vector<char> scatter_png(const torch::Tensor& samples, const torch::Tensor&
   };
   draw(samples, 2, Rgb{70, 130, 220});                  // samples: blue
   if (data.defined()) draw(data, 3, Rgb{220, 60, 40});  // data: red, on top
-  return encode_png(size, size, 3, pixels);
+  return encode_png(size, size, 3, pixels.data());
 }
 
 std::vector<char> image_grid_png(const torch::Tensor& images, int64_t columns) {
@@ -75,7 +63,7 @@ std::vector<char> image_grid_png(const torch::Tensor& images, int64_t columns) {
     for (int64_t y = 0; y < h; ++y)
       std::copy_n(src + ((k * h + y) * w) * c, w * c, canvas.begin() + ((y0 + y) * W + x0) * c);
   }
-  return encode_png(static_cast<int>(W), static_cast<int>(H), static_cast<int>(c), canvas);
+  return encode_png(static_cast<int>(W), static_cast<int>(H), static_cast<int>(c), canvas.data());
 }
 
 }  // namespace difftrain
