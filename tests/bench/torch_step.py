@@ -207,7 +207,7 @@ def make_model(m, shape):
     return model, classes
 
 
-# ---------------------------------------------------------------- the step (src/train/trainer.cpp)
+# ---------------------------------------------------------------- the step (src/train/train_step.cpp)
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
