@@ -7,15 +7,15 @@
 #include <limits>
 #include <map>
 #include <sstream>
+#include <type_traits>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <yaml-cpp/yaml.h>
 
-#include "difftrain/diffusion.h"
+#include "difftrain/core/diffusion.h"
 #include "difftrain/error.h"
-#include "difftrain/input_file.h"
-#include "difftrain/schedule.h"
+#include "difftrain/io/input_file.h"
 
 namespace difftrain {
 namespace {
@@ -71,6 +71,12 @@ void read(const YAML::Node& n, const std::string& w, std::vector<T>& out) {
   }
 }
 
+// A choice (names.h): its name, from the table beside the enum.
+template <typename E, std::enable_if_t<std::is_enum_v<E>, int> = 0>
+void read(const YAML::Node& n, const std::string& w, E& out) {
+  out = parse_name<E>(read_as<std::string>(n, w, "a string"), w);
+}
+
 template <typename T>
 void read(const YAML::Node& n, const std::string& w, std::optional<T>& out) {
   T value{};
@@ -96,6 +102,10 @@ std::string text(double v) {
   }
   return s;
 }
+template <typename E, std::enable_if_t<std::is_enum_v<E>, int> = 0>
+std::string text(E v) {
+  return text(std::string(name_of(v)));
+}
 template <typename T>
 std::string text(const std::vector<T>& v) {
   std::vector<std::string> items;
@@ -108,21 +118,39 @@ std::string text(const std::optional<T>& v) { return v ? text(*v) : "null"; }
 
 // ---- the schema: one row per key ------------------------------------------------------
 
+// Whether a resumed run may change the key. Those that may: how long and how often; the
+// learning rate's peak and warm-up (a common cure for a run that diverges); gradient
+// clipping (a guard rail, inactive while gradients are sane); the global batch and its split
+// into micro-batches (the data position is counted in examples, so it carries over;
+// accumulation is exact); the arithmetic's precision (weights, gradients and optimizer state
+// stay fp32 either way); whether the step is replayed from a CUDA graph (the same arithmetic,
+// launched otherwise); how ranks talk; how to sample. Everything else changes what is trained.
+enum class OnResume { fixed, may_change };
+
 struct Field {
   std::string key;
+  OnResume on_resume;
+  std::string choices;  // a choice's valid names, "a, b, c"; empty for other keys
   std::function<void(const YAML::Node&, const std::string& where)> set;
   std::function<std::string()> get;
 };
 
 template <typename T>
-Field field(std::string key, T& target) {
-  return Field{key, [&target](const YAML::Node& n, const std::string& w) { read(n, w, target); },
+std::string choices_of() {
+  if constexpr (std::is_enum_v<T>) return name_list<T>();
+  return {};
+}
+
+template <typename T>
+Field field(std::string key, T& target, OnResume on_resume = OnResume::fixed) {
+  return Field{key, on_resume, choices_of<T>(), [&target](const YAML::Node& n, const std::string& w) { read(n, w, target); },
                [&target] { return text(target); }};
 }
 
 std::vector<Field> schema(Config& c) {
+  constexpr auto free = OnResume::may_change;
   std::vector<Field> fields{
-      field("run_dir", c.run_dir),
+      field("run_dir", c.run_dir, free),
       field("seed", c.seed),
       field("data.path", c.data.path),
       field("data.dataset", c.data.dataset),
@@ -137,37 +165,37 @@ std::vector<Field> schema(Config& c) {
       field("schedule.beta_start", c.schedule.beta_start),
       field("schedule.beta_end", c.schedule.beta_end),
       field("schedule.max_beta", c.schedule.max_beta),
-      field("train.steps", c.train.steps),
-      field("train.batch_size", c.train.batch_size),
-      field("train.grad_accum", c.train.grad_accum),
-      field("train.lr", c.train.lr),
+      field("train.steps", c.train.steps, free),
+      field("train.batch_size", c.train.batch_size, free),
+      field("train.grad_accum", c.train.grad_accum, free),
+      field("train.lr", c.train.lr, free),
       field("train.optimizer", c.train.optimizer),
       field("train.betas", c.train.betas),
       field("train.adam_eps", c.train.adam_eps),
       field("train.weight_decay", c.train.weight_decay),
-      field("train.grad_clip", c.train.grad_clip),
-      field("train.warmup_steps", c.train.warmup_steps),
+      field("train.grad_clip", c.train.grad_clip, free),
+      field("train.warmup_steps", c.train.warmup_steps, free),
       field("train.ema_decay", c.train.ema_decay),
-      field("train.log_every", c.train.log_every),
-      field("train.checkpoint_every", c.train.checkpoint_every),
-      field("train.keep_checkpoints", c.train.keep_checkpoints),
-      field("train.max_bad_steps", c.train.max_bad_steps),
+      field("train.log_every", c.train.log_every, free),
+      field("train.checkpoint_every", c.train.checkpoint_every, free),
+      field("train.keep_checkpoints", c.train.keep_checkpoints, free),
+      field("train.max_bad_steps", c.train.max_bad_steps, free),
       field("train.cond_drop", c.train.cond_drop),
-      field("train.sample_every", c.train.sample_every),
-      field("train.precision", c.train.precision),
-      field("train.tf32", c.train.tf32),
-      field("train.threads", c.train.threads),
-      field("train.cuda_graph", c.train.cuda_graph),
-      field("dist.backend", c.dist.backend),
-      field("dist.bucket_mb", c.dist.bucket_mb),
-      field("dist.check_every", c.dist.check_every),
-      field("dist.timeout_s", c.dist.timeout_s),
-      field("sample.steps", c.sample.steps),
-      field("sample.gam", c.sample.gam),
-      field("sample.mu", c.sample.mu),
-      field("sample.n", c.sample.n),
-      field("sample.cfg_scale", c.sample.cfg_scale),
-      field("sample.class", c.sample.label),
+      field("train.sample_every", c.train.sample_every, free),
+      field("train.precision", c.train.precision, free),
+      field("train.tf32", c.train.tf32, free),
+      field("train.threads", c.train.threads, free),
+      field("train.cuda_graph", c.train.cuda_graph, free),
+      field("dist.backend", c.dist.backend, free),
+      field("dist.bucket_mb", c.dist.bucket_mb, free),
+      field("dist.check_every", c.dist.check_every, free),
+      field("dist.timeout_s", c.dist.timeout_s, free),
+      field("sample.steps", c.sample.steps, free),
+      field("sample.gam", c.sample.gam, free),
+      field("sample.mu", c.sample.mu, free),
+      field("sample.n", c.sample.n, free),
+      field("sample.cfg_scale", c.sample.cfg_scale, free),
+      field("sample.class", c.sample.label, free),
   };
   for (auto& f : rest) fields.push_back(std::move(f));
   return fields;
@@ -246,56 +274,10 @@ void require(bool ok, const char* key, const std::string& what) {
   if (!ok) fail("config: key '{}': {}", key, what);
 }
 
-template <typename T>
-void not_for(const std::optional<T>& value, const char* key, const std::string& type) {
-  if (value) fail("config: key '{}' does not apply to schedule type '{}'", key, type);
-}
-
-void resolve_schedule(ScheduleConfig& s) {
-  const std::string& t = s.type;
-  if (t == "loglinear") {
-    not_for(s.beta_start, "schedule.beta_start", t);
-    not_for(s.beta_end, "schedule.beta_end", t);
-    not_for(s.max_beta, "schedule.max_beta", t);
-    // The embedded default is the toy recipe's log-linear schedule.
-    s.N = s.N.value_or(200);
-    s.sigma_min = s.sigma_min.value_or(0.005);
-    s.sigma_max = s.sigma_max.value_or(10.0);
-    require(*s.sigma_min > 0, "schedule.sigma_min", fmt::format("must be > 0, got {}", *s.sigma_min));
-    require(*s.sigma_min < *s.sigma_max, "schedule.sigma_min",
-            fmt::format("must be < schedule.sigma_max ({}), got {}", *s.sigma_max, *s.sigma_min));
-  } else if (t == "ddpm" || t == "ldm" || t == "sigmoid" || t == "cosine") {
-    not_for(s.sigma_min, "schedule.sigma_min", t);
-    not_for(s.sigma_max, "schedule.sigma_max", t);
-    if (t != "cosine") not_for(s.max_beta, "schedule.max_beta", t);
-    s.N = s.N.value_or(1000);
-    const bool ldm = t == "ldm";
-    s.beta_start = s.beta_start.value_or(ldm ? 0.00085 : 0.0001);
-    s.beta_end = s.beta_end.value_or(ldm ? 0.012 : 0.02);
-    if (t == "cosine") {
-      // Cosine derives its betas from alpha-bar; beta_start/beta_end are accepted (as in
-      // the reference) but unused.
-      s.max_beta = s.max_beta.value_or(0.999);
-      require(*s.max_beta > 0 && *s.max_beta < 1, "schedule.max_beta",
-              fmt::format("must be in (0, 1), got {}", *s.max_beta));
-    }
-    require(*s.beta_start > 0 && *s.beta_start < 1, "schedule.beta_start",
-            fmt::format("must be in (0, 1), got {}", *s.beta_start));
-    require(*s.beta_end > 0 && *s.beta_end < 1, "schedule.beta_end",
-            fmt::format("must be in (0, 1), got {}", *s.beta_end));
-    require(*s.beta_start <= *s.beta_end, "schedule.beta_start",
-            fmt::format("must be <= schedule.beta_end ({}), got {}", *s.beta_end, *s.beta_start));
-  } else {
-    fail("config: key 'schedule.type': expected one of loglinear, ddpm, ldm, sigmoid, cosine; got '{}'", abbreviate(t));
-  }
-  require(*s.N >= 1, "schedule.N", fmt::format("must be >= 1, got {}", *s.N));
-  validate_schedule(s);
-}
-
 }  // namespace
 
 void resolve(Config& c) {
-  resolve_schedule(c.schedule);
+  resolve_schedule_config(c.schedule);
   require(!c.run_dir.empty(), "run_dir", "must not be empty");
   require(c.seed >= 0, "seed", fmt::format("must be in [0, {}], got {}", std::numeric_limits<int64_t>::max(), c.seed));
   require(!c.data.path.empty(), "data.path", "must not be empty");
@@ -307,12 +289,10 @@ void resolve(Config& c) {
   require(t.batch_size >= 1, "train.batch_size", fmt::format("must be >= 1, got {}", t.batch_size));
   require(t.grad_accum >= 1, "train.grad_accum", fmt::format("must be >= 1, got {}", t.grad_accum));
   require(t.lr > 0, "train.lr", fmt::format("must be > 0, got {}", t.lr));
-  require(t.optimizer == "adam" || t.optimizer == "adamw", "train.optimizer",
-          fmt::format("expected one of adam, adamw; got '{}'", abbreviate(t.optimizer)));
   require(t.betas.size() == 2, "train.betas", fmt::format("expected 2 values, got {}", t.betas.size()));
   for (double b : t.betas) require(b >= 0 && b < 1, "train.betas", fmt::format("each must be in [0, 1), got {}", b));
   require(t.adam_eps > 0, "train.adam_eps", fmt::format("must be > 0, got {}", t.adam_eps));
-  t.weight_decay = t.weight_decay.value_or(t.optimizer == "adamw" ? 0.01 : 0.0);
+  t.weight_decay = t.weight_decay.value_or(t.optimizer == OptimizerType::adamw ? 0.01 : 0.0);
   require(*t.weight_decay >= 0, "train.weight_decay", fmt::format("must be >= 0, got {}", *t.weight_decay));
   require(t.grad_clip >= 0, "train.grad_clip", fmt::format("must be >= 0 (0 = off), got {}", t.grad_clip));
   require(t.warmup_steps >= 0, "train.warmup_steps", fmt::format("must be >= 0, got {}", t.warmup_steps));
@@ -327,14 +307,9 @@ void resolve(Config& c) {
   require(t.cond_drop >= 0 && t.cond_drop <= 1, "train.cond_drop",
           fmt::format("must be in [0, 1], got {}", t.cond_drop));
   require(t.sample_every >= 0, "train.sample_every", fmt::format("must be >= 0 (0 = off), got {}", t.sample_every));
-  require(t.precision == "fp32" || t.precision == "bf16", "train.precision",
-          fmt::format("expected fp32 or bf16, got '{}'", abbreviate(t.precision)));
   require(t.threads >= 0 && t.threads <= 4096, "train.threads",
           fmt::format("must be in [0, 4096] (0 = the node's cores / its ranks), got {}", t.threads));
 
-  const auto& b = c.dist.backend;
-  require(b == "auto" || b == "mpi" || b == "nccl", "dist.backend",
-          fmt::format("expected one of auto, mpi, nccl; got '{}'", abbreviate(b)));
   require(c.dist.bucket_mb > 0, "dist.bucket_mb", fmt::format("must be > 0, got {}", c.dist.bucket_mb));
   require(c.dist.check_every >= 0, "dist.check_every",
           fmt::format("must be >= 0 (0 = off), got {}", c.dist.check_every));
@@ -389,6 +364,21 @@ std::vector<std::pair<std::string, std::string>> flatten(const Config& config) {
   std::vector<std::pair<std::string, std::string>> out;
   for (const auto& f : schema(copy)) out.emplace_back(f.key, f.get());
   return out;
+}
+
+std::string describe_choices() {
+  Config scratch;
+  std::string out;
+  for (const auto& f : schema(scratch))
+    if (!f.choices.empty()) out += fmt::format("  {}: {}\n", f.key, f.choices);
+  return out;
+}
+
+bool may_change_on_resume(const std::string& key) {
+  Config scratch;
+  for (const auto& f : schema(scratch))
+    if (f.key == key) return f.on_resume == OnResume::may_change;
+  fail("may_change_on_resume: unknown key '{}'", key);
 }
 
 std::string to_yaml(const Config& config) {

@@ -43,11 +43,19 @@ torch::Tensor existing_buffer(const std::vector<torch::Tensor>& tensors, int64_t
 
 }  // namespace
 
-torch::Tensor flat_buffer(const std::vector<torch::Tensor>& tensors) {
-  if (tensors.empty()) fail("flat buffer: no tensors");
+torch::Tensor flat_view(const std::vector<torch::Tensor>& tensors, const char* user) {
+  if (tensors.empty()) fail("{}: no tensors", user);
+  auto buffer = existing_buffer(tensors, flat_offsets(tensors).back());
+  if (!buffer.defined())
+    fail("{}: the {} tensors are not views of one flat buffer (flatten_storage them first)", user, tensors.size());
+  return buffer;
+}
+
+torch::Tensor flatten_storage(const std::vector<torch::Tensor>& tensors) {
+  if (tensors.empty()) fail("flatten_storage: no tensors");
   for (const auto& t : tensors)
     if (t.scalar_type() != tensors.front().scalar_type() || t.device() != tensors.front().device())
-      fail("flat buffer: tensors of {} on {} and {} on {} cannot share a buffer",
+      fail("flatten_storage: tensors of {} on {} and {} on {} cannot share a buffer",
            c10::toString(tensors.front().scalar_type()), tensors.front().device().str(), c10::toString(t.scalar_type()),
            t.device().str());
   const auto offsets = flat_offsets(tensors);

@@ -53,7 +53,7 @@ torch::Tensor all_gather(const torch::Tensor& t) {
 int main(int argc, char** argv) {
   ::testing::InitGoogleTest(&argc, argv);
   using difftrain::test::g_world;
-  g_world = difftrain::make_communicator("mpi");
+  g_world = difftrain::make_communicator(difftrain::Backend::mpi);
   const int rank = g_world->rank();
   if (rank != 0) {
     auto& listeners = ::testing::UnitTest::GetInstance()->listeners();

@@ -2,11 +2,14 @@
 // Helpers shared by the tests: scratch directories and small HDF5 files.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <string>
 
 #include <torch/torch.h>
 
+#include "difftrain/core/diffusion.h"
 #include "difftrain/error.h"
+#include "difftrain/flat_buffer.h"
 
 namespace difftrain::test {
 
@@ -47,7 +50,28 @@ std::string error_of(F&& f) {
   return {};
 }
 
+// `module` (a holder or a shared_ptr) with its parameters made views of one flat buffer, as
+// the trainer's set-up does before an optimizer or EMA may use them.
+template <typename Module>
+Module flattened(Module module) {
+  difftrain::flatten_storage(module->parameters());
+  return module;
+}
+
 }  // namespace difftrain::test
+
+namespace difftrain {
+
+// The batch mean of training_loss_per_example: the loss of the reference's training loop.
+inline torch::Tensor training_loss(Denoiser& model, Parameterization p, const TrainSample& s) {
+  return training_loss_per_example(model, p, s).mean();
+}
+
+// Euclidean distance from each of `points` [n, 2] to the continuous spiral the swissroll's
+// points lie on (t from tmin to tmin + tmax, as swissroll_points), on a fine grid of t: [n].
+torch::Tensor swissroll_curve_distance(const torch::Tensor& points, double tmin = M_PI / 2, double tmax = 5 * M_PI);
+
+}  // namespace difftrain
 
 #define EXPECT_MENTIONS(message, text) \
   EXPECT_NE(std::string(message).find(text), std::string::npos) << "message: " << (message) << "\nlacks: " << (text)

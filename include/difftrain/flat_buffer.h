@@ -11,11 +11,17 @@
 
 namespace difftrain {
 
-// The one contiguous buffer that `tensors` are consecutive views of, in order. When they are
-// not yet (the first call for a model), their values move into a new buffer first and each
-// becomes a view of it. They must share a dtype and a device. Call it after moving the model
-// to its device (`to()` would give each parameter its own storage again).
-torch::Tensor flat_buffer(const std::vector<torch::Tensor>& tensors);
+// Moves `tensors` into one new contiguous buffer, each becoming a consecutive view of it, in
+// order, and returns the buffer (nothing moves when they already are such views). They must
+// share a dtype and a device. The trainer's set-up does this, visibly, once for the model
+// and once for its EMA copy, after moving them to their device (`to()` would give each
+// parameter its own storage again); the optimizer, the EMA and the gradient buckets then
+// only look at the buffer through flat_view.
+torch::Tensor flatten_storage(const std::vector<torch::Tensor>& tensors);
+
+// The buffer `tensors` are consecutive views of, in order. Never moves anything: tensors
+// that are not such views are an Error naming `user` (flatten_storage them first).
+torch::Tensor flat_view(const std::vector<torch::Tensor>& tensors, const char* user);
 
 // Offsets of `tensors` laid out one after the other: offset i is the sum of the sizes before i.
 std::vector<int64_t> flat_offsets(const std::vector<torch::Tensor>& tensors);

@@ -1,9 +1,11 @@
 #pragma once
-// The `difftrain` command's subcommands. Each file of src/cli/ adds one to the CLI11 app,
-// with its options and help text, and returns what runs it once the arguments are parsed;
-// src/main.cpp lists them. The README's "Commands" section documents each.
+// The `difftrain` command's subcommands. Each file of src/cli/ named for a command adds it to
+// the CLI11 app, with its options and help text, and returns what runs it once the arguments
+// are parsed (train.cpp adds `bench` too: it trains, untimed then timed); common.cpp holds
+// what several share. src/main.cpp lists them. The README's "Commands" section documents each.
 #include <exception>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 

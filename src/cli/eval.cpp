@@ -13,7 +13,7 @@ namespace {
 // Every rank evaluates its share; run_eval shares any rank's failure with all of them, so
 // that all exit 1 together: the failing rank reports (rank 0 when all fail alike).
 int cmd_eval(const EvalOptions& options) {
-  auto comm = make_communicator("mpi");
+  auto comm = make_communicator(Backend::mpi);
   try {
     const auto result = run_eval(options, *comm);
     if (comm->rank() == 0) fmt::print("{}\n", to_json(result).dump());

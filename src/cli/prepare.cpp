@@ -17,7 +17,8 @@ namespace difftrain::cli {
 namespace {
 
 struct PrepareArgs {
-  std::string name, out, dataset = "x";
+  std::string name, out;
+  std::optional<std::string> dataset;
   int64_t shards = 1;
   std::vector<std::string> from;
   std::optional<std::string> split;
@@ -36,7 +37,7 @@ const std::vector<Source>& sources() {
   static const std::vector<Source> table{
       {"swissroll", "the toy data", {}, [](const PrepareArgs& a) { return prepare_swissroll(a.out, a.shards); }},
       {"reshard", "your own HDF5 files", {"--from", "--dataset"},
-       [](const PrepareArgs& a) { return prepare_reshard(a.from, a.out, a.shards, a.dataset); }},
+       [](const PrepareArgs& a) { return prepare_reshard(a.from, a.out, a.shards, a.dataset.value_or("x")); }},
       {"fashion-mnist", "Fashion-MNIST's IDX files", {"--from", "--split"},
        [](const PrepareArgs& a) {
          if (a.from.size() > 1) fail("prepare {}: --from takes one directory, got {}", a.name, a.from.size());
@@ -72,6 +73,7 @@ int prepare(const PrepareArgs& a) {
     fail("prepare {}: {} is for {}", a.name, option, fmt::join(takers, ", "));
   };
   only_for(!a.from.empty(), "--from");
+  only_for(a.dataset.has_value(), "--dataset");
   only_for(a.split.has_value(), "--split");
   only_for(a.size.has_value(), "--size");
   only_for(a.channels.has_value(), "--channels");
@@ -93,7 +95,7 @@ Command add_prepare(CLI::App& app) {
   cmd->add_option("--from", a->from,
                   "reshard: input HDF5 files (or globs, or directories); fashion-mnist: the IDX files' directory "
                   "(default /usr/share/datasets/fashion-mnist); image-folder: the folder of class subfolders");
-  cmd->add_option("--dataset", a->dataset, "reshard: name of the dataset to copy")->capture_default_str();
+  cmd->add_option("--dataset", a->dataset, "reshard: name of the dataset to copy (default x)");
   cmd->add_option("--split", a->split, "fashion-mnist: train (60000 images, the default) or test (10000)")
       ->check(CLI::IsMember({"train", "test"}));
   cmd->add_option("--size", a->size, "image-folder: centre-crop each image to a square and resize it to SIZE x SIZE");

@@ -3,7 +3,7 @@
 
 #include "cli/command.h"
 #include "difftrain/error.h"
-#include "difftrain/sample.h"
+#include "difftrain/sample/sample.h"
 
 namespace difftrain::cli {
 

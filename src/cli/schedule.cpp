@@ -4,12 +4,11 @@
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
-#include <nlohmann/json.hpp>
 
 #include "cli/command.h"
 #include "difftrain/config.h"
+#include "difftrain/core/schedule.h"
 #include "difftrain/error.h"
-#include "difftrain/schedule.h"
 
 namespace difftrain::cli {
 
@@ -37,8 +36,7 @@ int cmd_schedule(const std::vector<std::string>& args, std::optional<int64_t> st
   split_config_args(args, config_path, overrides);
   const Config config = load_config(config_path, overrides);
   const Schedule schedule = make_schedule(config.schedule);
-  // The type string through nlohmann, which escapes whatever it holds.
-  std::string out = fmt::format("{{\"type\": {}, \"sigmas\": {}", nlohmann::json(schedule.type()).dump(),
+  std::string out = fmt::format("{{\"type\": \"{}\", \"sigmas\": {}", name_of(schedule.type()),
                                 json_array(schedule.sigmas(), "sigmas"));
   if (steps) out += fmt::format(", \"sample_sigmas\": {}", json_array(schedule.sample_sigmas(*steps), "sample_sigmas"));
   fmt::print("{}}}\n", out);
@@ -54,9 +52,10 @@ Command add_schedule(CLI::App& app) {
   cmd->add_option("CONFIG_AND_OVERRIDES", *args, "[CONFIG.yaml] [schedule.key=value ...]");
   cmd->add_option("--steps", *steps, "Also print the sampler's steps+1 sigmas");
   cmd->footer(
-      "\nSchedule keys: type (loglinear | ddpm | ldm | sigmoid | cosine), N, sigma_min and sigma_max (loglinear),\n"
-      "beta_start and beta_end (ddpm, ldm, sigmoid; cosine accepts and ignores them), max_beta (cosine). Prints {\"type\", \"sigmas\", \"sample_sigmas\"}\n"
-      "with every float32 value in 9 significant digits.");
+      fmt::format("\nSchedule keys: type ({}), N, sigma_min and sigma_max (loglinear),\n"
+                  "beta_start and beta_end (ddpm, ldm, sigmoid; cosine accepts and ignores them), max_beta (cosine). "
+                  "Prints {{\"type\", \"sigmas\", \"sample_sigmas\"}}\nwith every float32 value in 9 significant digits.",
+                  name_list<ScheduleType>()));
   return {cmd, [args, steps] { return cmd_schedule(*args, *steps); }};
 }
 

@@ -58,7 +58,7 @@ int cmd_train(const std::vector<std::string>& args, const TrainOptions& options,
   } catch (const std::exception& e) {
     error = one_line(e);
   }
-  if (!comm) comm = make_communicator("mpi");
+  if (!comm) comm = make_communicator(Backend::mpi);
   const int rank = comm->rank();
   // One collective agrees on success and on what every rank sees: the fingerprint and its
   // complement ride along (the maximum of ~x is ~ the minimum of x).
@@ -115,7 +115,9 @@ Command add_train(CLI::App& app) {
   cmd->add_flag("--fresh", options->fresh,
                 "Start over: remove the run directory's checkpoints and metrics instead of resuming");
   cmd->add_option("--resume", options->resume, "Resume from this checkpoint instead of RUN/checkpoints/latest.pt");
-  const std::string keys = "\nConfig keys and their defaults (override any as key.sub=value):\n" + to_yaml(parse_config("", "defaults"));
+  const std::string keys = "\nConfig keys and their defaults (override any as key.sub=value):\n" +
+                           to_yaml(parse_config("", "defaults")) + "\nKeys that take one of a few names:\n" +
+                           describe_choices();
   cmd->footer(keys +
               "\nA run directory that holds checkpoints is resumed from latest.pt, or from the newest step file that\n"
               "verifies (model, EMA, optimizer, step, data position; random streams are recomputed from the step).\n"

@@ -1,5 +1,7 @@
 #include "difftrain/comm/agreement.h"
 
+#include <algorithm>
+
 #include "difftrain/error.h"
 
 namespace difftrain {

@@ -1,6 +1,12 @@
 #include "difftrain/comm/communicator.h"
 
+#include <iterator>
 #include <optional>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "difftrain/comm/mpi_communicator.h"
 #include "difftrain/error.h"
@@ -32,23 +38,62 @@ BackendFacts backend_facts() {
   return facts;
 }
 
-std::string choose_backend(const std::string& requested, const BackendFacts& facts) {
-  if (requested == "mpi") return "mpi";
-  if (requested == "auto") return facts.nccl_built && facts.torch_gpus > 0 ? "nccl" : "mpi";
-  if (requested != "nccl") fail("config: key 'dist.backend': expected one of auto, mpi, nccl; got '{}'", requested);
-  const char* instead = "; use 'mpi' (or 'auto', which picks it here)";
+namespace {
+
+const char* const kUseMpiInstead = "; use 'mpi' (or 'auto', which picks it here)";
+
+// Why NCCL cannot run here, or nothing.
+std::optional<std::string> nccl_unavailable(const BackendFacts& facts) {
   if (!facts.nccl_built)
-    fail("config: key 'dist.backend': 'nccl' is not in this build (CMake found no CUDA toolkit with nccl.h; see the "
-         "README, Building for GPUs){}",
-         instead);
+    return fmt::format("'nccl' is not in this build (CMake found no CUDA toolkit with nccl.h; see the README, "
+                       "Building for GPUs){}",
+                       kUseMpiInstead);
   if (facts.torch_gpus == 0 && facts.runtime_gpus > 0)
-    fail("config: key 'dist.backend': 'nccl' needs a CUDA LibTorch, and this build's LibTorch is CPU-only (the CUDA "
-         "runtime sees {} GPU{}){}",
-         facts.runtime_gpus, facts.runtime_gpus == 1 ? "" : "s", instead);
+    return fmt::format("'nccl' needs a CUDA LibTorch, and this build's LibTorch is CPU-only (the CUDA runtime sees {} "
+                       "GPU{}){}",
+                       facts.runtime_gpus, facts.runtime_gpus == 1 ? "" : "s", kUseMpiInstead);
   if (facts.torch_gpus == 0)
-    fail("config: key 'dist.backend': 'nccl' needs a GPU, and none is visible on this node (no GPU, or no driver){}",
-         instead);
-  return "nccl";
+    return fmt::format("'nccl' needs a GPU, and none is visible on this node (no GPU, or no driver){}", kUseMpiInstead);
+  return std::nullopt;
+}
+
+std::unique_ptr<Communicator> make_nccl([[maybe_unused]] double timeout_s) {
+#ifdef DIFFTRAIN_WITH_NCCL
+  return std::make_unique<NcclCommunicator>(timeout_s);
+#else
+  fail("make_communicator: this build has no NCCL");
+#endif
+}
+
+// Every backend, in the order `auto` prefers them: when it can run, and how it is made. A
+// new backend is a row here and its name in comm/backend.h.
+struct BackendRow {
+  Backend backend;
+  std::optional<std::string> (*unavailable)(const BackendFacts&);
+  std::unique_ptr<Communicator> (*make)(double timeout_s);
+};
+const BackendRow kBackends[] = {
+    {Backend::nccl, nccl_unavailable, make_nccl},
+    {Backend::mpi, [](const BackendFacts&) -> std::optional<std::string> { return std::nullopt; },
+     [](double timeout_s) -> std::unique_ptr<Communicator> { return std::make_unique<MpiCommunicator>(timeout_s); }},
+};
+
+const BackendRow& row_of(Backend backend) {
+  for (const auto& row : kBackends)
+    if (row.backend == backend) return row;
+  fail("dist.backend '{}' has no row in the backend table", name_of(backend));
+}
+
+}  // namespace
+
+Backend choose_backend(Backend requested, const BackendFacts& facts) {
+  if (requested == Backend::automatic) {
+    for (const auto& row : kBackends)
+      if (!row.unavailable(facts)) return row.backend;
+    fail("config: key 'dist.backend': no backend can run here");
+  }
+  if (const auto why = row_of(requested).unavailable(facts)) fail("config: key 'dist.backend': {}", *why);
+  return requested;
 }
 
 torch::Device choose_device(const std::string& requested, int local_rank, const BackendFacts& facts,
@@ -81,9 +126,10 @@ torch::Device choose_device(const std::string& requested, int local_rank, const 
   return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(index));
 }
 
-std::unique_ptr<Communicator> make_communicator(const std::string& backend, double timeout_s) {
+std::unique_ptr<Communicator> make_communicator(Backend backend, double timeout_s) {
   ensure_mpi_initialized();
-  std::string chosen, error;
+  Backend chosen = Backend::automatic;
+  std::string error;
   try {
     chosen = choose_backend(backend, backend_facts());
   } catch (const std::exception& e) {
@@ -98,19 +144,22 @@ std::unique_ptr<Communicator> make_communicator(const std::string& backend, doub
   CollectiveWatchdog* watching = watchdog ? &*watchdog : nullptr;
   // Agreed before any collective of the chosen backend.
   agree_over_mpi(error, watching);
-  int votes[2] = {chosen == "nccl", chosen == "mpi"};
+  // One vote per row of the table: every rank must have chosen the same one.
+  constexpr int rows = static_cast<int>(std::size(kBackends));
+  int votes[rows] = {};
+  for (int i = 0; i < rows; ++i) votes[i] = kBackends[i].backend == chosen;
   {
     CollectiveWatchdog::Scope watched(watching, "MPI_Allreduce (backend vote)");
-    MPI_Allreduce(MPI_IN_PLACE, votes, 2, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    MPI_Allreduce(MPI_IN_PLACE, votes, rows, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
   }
-  if (votes[0] && votes[1])
-    fail("dist.backend '{}': some ranks chose nccl and others mpi (nodes with and without GPUs); set "
-         "dist.backend: mpi, or run on nodes alike",
-         backend);
-#ifdef DIFFTRAIN_WITH_NCCL
-  if (chosen == "nccl") return std::make_unique<NcclCommunicator>(timeout_s);
-#endif
-  return std::make_unique<MpiCommunicator>(timeout_s);
+  std::vector<std::string> split;
+  for (int i = 0; i < rows; ++i)
+    if (votes[i] > 0) split.push_back(fmt::format("{} chose {}", votes[i], name_of(kBackends[i].backend)));
+  if (split.size() > 1)
+    fail("dist.backend '{}': the ranks disagree ({}: nodes with and without GPUs); set dist.backend: mpi, or run on "
+         "nodes alike",
+         name_of(backend), fmt::join(split, ", "));
+  return row_of(chosen).make(timeout_s);
 }
 
 }  // namespace difftrain

@@ -53,7 +53,7 @@ void agree_over_mpi(const std::string& error, CollectiveWatchdog* watchdog) {
     CollectiveWatchdog::Scope watched(watchdog, "MPI_Bcast (the error)");
     MPI_Bcast(text, sizeof text, MPI_CHAR, failing, MPI_COMM_WORLD);
   }
-  fail("rank {}: {}", failing, text);
+  throw AgreedError(fmt::format("rank {}: {}", failing, text));
 }
 
 namespace {

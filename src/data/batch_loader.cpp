@@ -2,8 +2,8 @@
 
 #include <numeric>
 
+#include "difftrain/core/random_streams.h"
 #include "difftrain/error.h"
-#include "difftrain/random_streams.h"
 
 namespace difftrain {
 

@@ -3,7 +3,7 @@
 #include "difftrain/data/idx_file.h"
 #include "difftrain/data/prepare.h"
 #include "difftrain/error.h"
-#include "difftrain/input_file.h"
+#include "difftrain/io/input_file.h"
 
 namespace difftrain {
 

@@ -6,8 +6,8 @@
 #include <filesystem>
 
 #include "difftrain/error.h"
-#include "difftrain/atomic_file.h"
-#include "difftrain/input_file.h"
+#include "difftrain/io/atomic_file.h"
+#include "difftrain/io/input_file.h"
 
 namespace difftrain::h5 {
 

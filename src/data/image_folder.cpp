@@ -11,7 +11,7 @@
 
 #include "difftrain/data/prepare.h"
 #include "difftrain/error.h"
-#include "difftrain/input_file.h"
+#include "difftrain/io/input_file.h"
 
 namespace difftrain {
 

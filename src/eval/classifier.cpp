@@ -13,13 +13,13 @@
 #include <fmt/format.h>
 #include <torch/csrc/jit/serialization/pickle.h>
 
-#include "difftrain/atomic_file.h"
+#include "difftrain/core/random_streams.h"
 #include "difftrain/data/sharded_dataset.h"
 #include "difftrain/error.h"
-#include "difftrain/input_file.h"
-#include "difftrain/random_streams.h"
-#include "difftrain/torch_save.h"
-#include "difftrain/train/checkpoint.h"
+#include "difftrain/io/atomic_file.h"
+#include "difftrain/io/checkpoint.h"
+#include "difftrain/io/input_file.h"
+#include "difftrain/io/torch_save.h"
 
 namespace difftrain {
 

@@ -1,4 +1,3 @@
-#include "difftrain/comm/agreement.h"
 #include "difftrain/eval/evaluate.h"
 
 #include <filesystem>
@@ -6,16 +5,17 @@
 
 #include <fmt/format.h>
 
+#include "difftrain/comm/agreement.h"
+#include "difftrain/core/diffusion.h"
+#include "difftrain/core/random_streams.h"
 #include "difftrain/data/partition.h"
 #include "difftrain/data/sharded_dataset.h"
-#include "difftrain/diffusion.h"
 #include "difftrain/error.h"
 #include "difftrain/eval/feature_moments.h"
 #include "difftrain/eval/frechet.h"
-#include "difftrain/input_file.h"
-#include "difftrain/random_streams.h"
-#include "difftrain/sample.h"
-#include "difftrain/train/checkpoint.h"
+#include "difftrain/io/checkpoint.h"
+#include "difftrain/io/input_file.h"
+#include "difftrain/sample/sample.h"
 
 namespace difftrain {
 

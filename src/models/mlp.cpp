@@ -96,10 +96,6 @@ torch::Tensor TimeInputMLPImpl::forward(const torch::Tensor& x, const torch::Ten
   return MlpFunction::apply(input, at::TensorList(parameters_in_order_));
 }
 
-torch::Tensor TimeInputMLPImpl::forward_by_layer(const torch::Tensor& x, const torch::Tensor& sigma) {
-  return net->forward(torch::cat({x, sigma_sincos_embedding(x.size(0), sigma)}, 1));
-}
-
 void resolve_mlp_config(ModelConfig& m) {
   if (m.num_classes != 0) fail("config: key 'model.num_classes': model type 'mlp' is unconditional; use dit or unet for labels");
   if (!m.hidden_dims) m.hidden_dims = std::vector<int64_t>{16, 128, 128, 128, 128, 16};

@@ -122,9 +122,6 @@ void resolve_model_config(ModelConfig& m) {
     }
   });
   if (m.num_classes < 0) fail("config: key 'model.num_classes': must be >= 0 (0 = unconditional), got {}", m.num_classes);
-  const auto& p = m.parameterization;
-  if (p != "eps" && p != "x0" && p != "v")
-    fail("config: key 'model.parameterization': expected one of eps, x0, v; got '{}'", abbreviate(p));
   type.resolve(m);
 }
 

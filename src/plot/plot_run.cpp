@@ -12,8 +12,8 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "difftrain/atomic_file.h"
 #include "difftrain/error.h"
+#include "difftrain/io/atomic_file.h"
 #include "difftrain/plot/line_chart.h"
 
 namespace difftrain {

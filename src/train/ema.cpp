@@ -20,8 +20,8 @@ Ema::Ema(std::shared_ptr<Denoiser> shadow, Denoiser& model, double decay)
     : shadow_(std::move(shadow)), decay_(decay) {
   copy_weights(model, *shadow_);
   for (auto& p : shadow_->parameters()) p.set_requires_grad(false);
-  shadow_values_ = flat_buffer(shadow_->parameters());
-  model_values_ = flat_buffer(model.parameters());
+  shadow_values_ = flat_view(shadow_->parameters(), "ema (its copy)");
+  model_values_ = flat_view(model.parameters(), "ema (the model)");
   model_params_front_ = model.parameters().front();
   shadow_buffers_ = shadow_->buffers();
   model_buffers_ = model.buffers();

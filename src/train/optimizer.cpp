@@ -113,7 +113,7 @@ void adam_update_torch_fused(torch::Tensor& values, const torch::Tensor& grads, 
 }
 
 FlatAdam::FlatAdam(std::vector<torch::Tensor> params, const AdamHyper& hyper)
-    : params_(std::move(params)), offsets_(flat_offsets(params_)), values_(flat_buffer(params_)), hyper_(hyper) {
+    : params_(std::move(params)), offsets_(flat_offsets(params_)), values_(flat_view(params_, "optimizer")), hyper_(hyper) {
   if (values_.scalar_type() != torch::kFloat32) fail("optimizer: parameters must be float32, not {}", c10::toString(values_.scalar_type()));
   exp_avg_ = torch::zeros_like(values_);
   exp_avg_sq_ = torch::zeros_like(values_);
@@ -226,12 +226,11 @@ void FlatAdam::broadcast(Communicator& comm) {
 }
 
 std::unique_ptr<FlatAdam> make_optimizer(std::vector<torch::Tensor> params, const TrainConfig& c) {
-  if (c.optimizer != "adamw" && c.optimizer != "adam")
-    fail("config: key 'train.optimizer': unknown optimizer '{}'", c.optimizer);
+  if (!c.weight_decay) fail("make_optimizer: train.weight_decay is not resolved (resolve the config first)");
   AdamHyper h;
   h.lr = c.lr, h.beta1 = c.betas.at(0), h.beta2 = c.betas.at(1), h.eps = c.adam_eps;
-  h.decoupled = c.optimizer == "adamw";
-  h.weight_decay = c.weight_decay.value_or(h.decoupled ? 0.01 : 0.0);
+  h.decoupled = c.optimizer == OptimizerType::adamw;
+  h.weight_decay = *c.weight_decay;
   return std::make_unique<FlatAdam>(std::move(params), h);
 }
 

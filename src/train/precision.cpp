@@ -46,12 +46,6 @@ void set_autocast(torch::DeviceType type, bool enabled, torch::ScalarType dtype)
 
 }  // namespace
 
-Precision parse_precision(const std::string& name) {
-  if (name == "fp32") return Precision::fp32;
-  if (name == "bf16") return Precision::bf16;
-  fail("config: key 'train.precision': expected fp32 or bf16, got '{}'", abbreviate(name));
-}
-
 AutocastScope::AutocastScope(Precision precision, torch::Device device) : type_(device.type()) {
   if (precision == Precision::fp32) return;
   if (type_ != torch::kCPU && type_ != torch::kCUDA) fail("bf16 autocast: unsupported device {}", device.str());

@@ -7,7 +7,7 @@
 #include <fmt/format.h>
 
 #include "difftrain/error.h"
-#include "difftrain/input_file.h"
+#include "difftrain/io/input_file.h"
 
 namespace difftrain {
 namespace fs = std::filesystem;
@@ -55,23 +55,6 @@ std::optional<ResumePoint> find_resume_point(const std::string& run_dir, const s
   }
   fail("{}/checkpoints: no checkpoint loads ({}); move them away or use --fresh to start over", run_dir,
        fmt::join(rejected, "; "));
-}
-
-bool may_change_on_resume(const std::string& key) {
-  // How long and how often; the learning rate's peak and warm-up (a common cure for a run
-  // that diverges); gradient clipping (a guard rail, inactive while gradients are sane);
-  // the global batch and its split into micro-batches (the data position is counted in
-  // examples, so it carries over; accumulation is exact); the arithmetic's precision
-  // (weights, gradients and optimizer state stay fp32 either way); whether the step is
-  // replayed from a CUDA graph (the same arithmetic, launched otherwise); how ranks talk;
-  // how to sample.
-  static const std::vector<std::string> free = {
-      "run_dir",          "train.steps",           "train.lr",       "train.warmup_steps", "train.grad_clip",
-      "train.batch_size", "train.grad_accum",      "train.log_every", "train.checkpoint_every",
-      "train.keep_checkpoints", "train.max_bad_steps", "train.sample_every", "train.precision", "train.tf32",
-      "train.threads",    "train.cuda_graph"};
-  if (key.rfind("dist.", 0) == 0 || key.rfind("sample.", 0) == 0) return true;
-  return std::find(free.begin(), free.end(), key) != free.end();
 }
 
 std::vector<ChangedSetting> check_resume_config(const ResumePoint& from, const Config& config,

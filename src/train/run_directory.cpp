@@ -7,8 +7,8 @@
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
-#include "difftrain/atomic_file.h"
 #include "difftrain/error.h"
+#include "difftrain/io/atomic_file.h"
 
 namespace difftrain {
 namespace fs = std::filesystem;

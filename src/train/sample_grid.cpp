@@ -5,10 +5,10 @@
 
 #include <fmt/format.h>
 
-#include "difftrain/atomic_file.h"
-#include "difftrain/diffusion.h"
-#include "difftrain/random_streams.h"
-#include "difftrain/sample.h"
+#include "difftrain/core/diffusion.h"
+#include "difftrain/core/random_streams.h"
+#include "difftrain/io/atomic_file.h"
+#include "difftrain/sample/sample.h"
 
 namespace difftrain {
 
@@ -23,7 +23,7 @@ void write_sample_grid(Denoiser& model, const Schedule& schedule, const Config& 
                               {config.sample.gam, config.sample.mu},
                               config.sample.cfg_scale};
   const auto path = fs::path(config.run_dir) / "samples" / fmt::format("step-{:07d}.png", step);
-  const auto samples = generate(model, schedule, parse_parameterization(config.model.parameterization), sample_shape,
+  const auto samples = generate(model, schedule, config.model.parameterization, sample_shape,
                                 n, labels, params, noise, fmt::format("step {}: sample grid {}", step, path.string()));
   fs::create_directories(path.parent_path());
   write_file_atomically(path.string(), samples_picture(samples.cpu(), labels, config));

@@ -6,9 +6,9 @@
 #include <chrono>
 #include <cmath>
 
+#include "difftrain/core/random_streams.h"
 #include "difftrain/error.h"
 #include "difftrain/flat_buffer.h"
-#include "difftrain/random_streams.h"
 #include "difftrain/train/stop_signal.h"
 #include "difftrain/train/trainer.h"
 

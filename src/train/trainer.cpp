@@ -3,9 +3,10 @@
 #include <utility>
 
 #include "difftrain/comm/agreement.h"
+#include "difftrain/core/random_streams.h"
 #include "difftrain/error.h"
+#include "difftrain/flat_buffer.h"
 #include "difftrain/models/registry.h"
-#include "difftrain/random_streams.h"
 #include "difftrain/train/optimizer.h"
 #include "difftrain/train/resume.h"
 
@@ -35,8 +36,8 @@ Trainer::Trainer(Config config, Communicator& comm, TrainOptions options)
       comm_(comm),
       options_(std::move(options)),
       schedule_(make_schedule(config_.schedule)),
-      parameterization_(parse_parameterization(config_.model.parameterization)),
-      precision_(parse_precision(config_.train.precision)),
+      parameterization_(config_.model.parameterization),
+      precision_(config_.train.precision),
       loss_by_sigma_(schedule_.sigmas().min().item<double>(), schedule_.sigmas().max().item<double>() * (1 + 1e-9)),
       extras_(loss_by_sigma_.bins()) {
   const auto& t = config_.train;
@@ -77,10 +78,13 @@ Trainer::Trainer(Config config, Communicator& comm, TrainOptions options)
   if (comm_.device().is_cuda()) set_tf32(t.tf32);
   auto shadow = make_model(config_.model, sample_shape_, shape_source);
   shadow->to(comm_.device());
+  // Each model's parameters become views of one buffer, here and only here: the EMA and the
+  // optimizer work on those buffers, and the buckets lay the gradients out the same way,
+  // with the step's extras (train/step_extras.h) ahead of them.
+  flatten_storage(model_->parameters());
+  flatten_storage(shadow->parameters());
   ema_ = std::make_unique<Ema>(shadow, *model_, t.ema_decay);
   optimizer_ = make_optimizer(model_->parameters(), t);
-  // The EMA and the optimizer make the model's parameters views of one buffer, and the
-  // buckets its gradients, with the step's extras (train/step_extras.h) ahead of them.
   buckets_ = std::make_unique<GradBuckets>(model_->parameters(), config_.dist.bucket_mb, extras_.size());
   host_flags_ = torch::zeros({2}, torch::TensorOptions(torch::kFloat32).pinned_memory(comm_.device().is_cuda()));
   flags_ = comm_.device().is_cuda() ? host_flags_.to(comm_.device()) : host_flags_;

@@ -26,7 +26,7 @@
 #include "difftrain/comm/communicator.h"
 #include "difftrain/comm/grad_buckets.h"
 #include "difftrain/config.h"
-#include "difftrain/diffusion.h"
+#include "difftrain/core/diffusion.h"
 #include "difftrain/models/registry.h"
 
 using namespace difftrain;
@@ -40,7 +40,7 @@ double median(std::vector<double> v) {
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
 int main(int argc, char** argv) {
-  auto comm = make_communicator("mpi");
+  auto comm = make_communicator(Backend::mpi);
   ModelConfig mc;
   if (argc > 1) mc.hidden_dims = std::vector<int64_t>(6, std::atoll(argv[1]));
   const int iterations = argc > 2 ? std::atoi(argv[2]) : 500;

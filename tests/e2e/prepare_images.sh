@@ -64,6 +64,8 @@ check "image-folder: a corrupt image is one error line naming it, nothing writte
 
 "$difftrain" prepare swissroll --out s --size 4 >size.log 2>&1
 check "an option of another dataset is refused" refused $? size.log "--size is for image-folder" s
+"$difftrain" prepare image-folder --from images --out d --size 4 --dataset images >dataset.log 2>&1
+check "--dataset is refused where it does not apply" refused $? dataset.log "--dataset is for reshard" d
 "$difftrain" prepare image-folder --from images --out c --size 4 --channels 2 >channels.log 2>&1
 check "--channels must be 1 or 3" refused $? channels.log "channels" c
 finish

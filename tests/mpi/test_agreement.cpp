@@ -65,7 +65,8 @@ TEST(Agreement, OnlyTheLowestFailingRankRaisesItsMessage) {
 }
 
 // The bootstrap's variant, on MPI_COMM_WORLD before any communicator exists: every rank
-// raises the lowest failing rank's message, sent from that rank.
+// raises the lowest failing rank's message, sent from that rank, as an AgreedError (which
+// rank 0 alone reports).
 TEST(Agreement, BeforeTheCommunicatorEveryRankRaisesTheLowestFailingRanksMessage) {
   const int rank = world().rank();
   for (const auto& c : cases()) {
@@ -78,7 +79,7 @@ TEST(Agreement, BeforeTheCommunicatorEveryRankRaisesTheLowestFailingRanksMessage
     try {
       agree_over_mpi(error);
       ADD_FAILURE() << c.name << ": returned although rank " << lowest << " failed";
-    } catch (const Error& e) {
+    } catch (const AgreedError& e) {
       EXPECT_EQ(std::string(e.what()), fmt::format("rank {}: no GPU on rank {}", lowest, lowest)) << c.name;
     }
   }

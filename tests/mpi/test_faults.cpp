@@ -9,7 +9,7 @@
 #include "difftrain/data/prepare.h"
 #include "difftrain/data/swissroll.h"
 #include "difftrain/error.h"
-#include "difftrain/train/checkpoint.h"
+#include "difftrain/io/checkpoint.h"
 #include "difftrain/train/stop_signal.h"
 #include "difftrain/train/trainer.h"
 #include "mpi_test_env.h"

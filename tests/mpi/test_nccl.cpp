@@ -10,15 +10,15 @@
 #include "difftrain/comm/grad_buckets.h"
 #include "difftrain/comm/nccl_communicator.h"
 #include "difftrain/config.h"
+#include "difftrain/core/diffusion.h"
+#include "difftrain/core/random_streams.h"
+#include "difftrain/core/schedule.h"
 #include "difftrain/data/prepare.h"
 #include "difftrain/data/swissroll.h"
-#include "difftrain/diffusion.h"
+#include "difftrain/io/checkpoint.h"
 #include "difftrain/models/registry.h"
-#include "difftrain/train/checkpoint.h"
-#include "difftrain/train/trainer.h"
-#include "difftrain/schedule.h"
 #include "difftrain/train/optimizer.h"
-#include "difftrain/random_streams.h"
+#include "difftrain/train/trainer.h"
 #include "mpi_test_env.h"
 
 namespace difftrain {
@@ -150,9 +150,10 @@ void gpu_steps_equal_cpu_steps(bool cuda_graph) {
 
   auto reference = make_model(config.model, {2});
   load_state_dict(*reference, state_dict(gpu.model()), "the GPU run's initial weights");
+  flatten_storage(reference->parameters());
   auto optimizer = make_optimizer(reference->parameters(), config.train);
   GradBuckets buckets(reference->parameters(), config.dist.bucket_mb);
-  const Parameterization parameterization = parse_parameterization(config.model.parameterization);
+  const Parameterization parameterization = config.model.parameterization;
   const auto points = swissroll_points(16 * 6 * world().size());
   const int rank = world().rank();
   for (int64_t s = 1; s <= 6; ++s) {

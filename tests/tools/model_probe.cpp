@@ -18,11 +18,11 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
 
-#include "difftrain/atomic_file.h"
 #include "difftrain/config.h"
 #include "difftrain/error.h"
+#include "difftrain/io/atomic_file.h"
+#include "difftrain/io/torch_save.h"
 #include "difftrain/models/registry.h"
-#include "difftrain/torch_save.h"
 
 namespace {
 

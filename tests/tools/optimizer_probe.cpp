@@ -18,8 +18,9 @@
 
 #include "difftrain/config.h"
 #include "difftrain/error.h"
+#include "difftrain/flat_buffer.h"
+#include "difftrain/io/torch_save.h"
 #include "difftrain/train/optimizer.h"
-#include "difftrain/torch_save.h"
 
 namespace {
 
@@ -47,6 +48,7 @@ int probe(int argc, char** argv) {
   std::vector<torch::Tensor> params;
   for (const std::vector<int64_t>& shape : {std::vector<int64_t>{4, 3}, {3}, {2, 2, 5}})
     params.push_back(torch::randn(shape).requires_grad_());
+  flatten_storage(params);
   auto optimizer = make_optimizer(params, config.train);
 
   c10::impl::GenericList records(c10::AnyType::get());

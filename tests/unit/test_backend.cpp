@@ -10,6 +10,7 @@
 #include <string>
 
 #include "difftrain/comm/communicator.h"
+#include "difftrain/config.h"
 #include "test_util.h"
 
 namespace difftrain {
@@ -44,23 +45,23 @@ TEST(Backend, AProcessStartedAloneStartsNoMpiDaemon) {
   for (const char* variable : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_FD"})
     if (std::getenv(variable)) GTEST_SKIP() << "started by a launcher (" << variable << ")";
   if (!std::ifstream("/proc/self/task/" + std::to_string(getpid()) + "/children")) GTEST_SKIP() << "no /proc children lists";
-  const auto comm = make_communicator("mpi");
+  const auto comm = make_communicator(Backend::mpi);
   EXPECT_EQ(comm->size(), 1);
   EXPECT_THAT(child_names(), ::testing::Not(HasSubstr("orted")));
 }
 
 TEST(Backend, AutoPicksNcclOnlyWithNcclAndAGpuThatLibTorchCanUse) {
-  EXPECT_EQ(choose_backend("auto", facts(true, 8, 8)), "nccl");
-  EXPECT_EQ(choose_backend("auto", facts(true, 1, 1)), "nccl");
-  EXPECT_EQ(choose_backend("auto", facts(true, 0, 0)), "mpi");   // this CI machine: NCCL built, no driver
-  EXPECT_EQ(choose_backend("auto", facts(true, 0, 4)), "mpi");   // GPUs, but a CPU-only LibTorch
-  EXPECT_EQ(choose_backend("auto", facts(false, 4, 4)), "mpi");  // GPUs, but no NCCL in the build
-  EXPECT_EQ(choose_backend("mpi", facts(true, 8, 8)), "mpi");
-  EXPECT_EQ(choose_backend("nccl", facts(true, 2, 2)), "nccl");
+  EXPECT_EQ(choose_backend(Backend::automatic, facts(true, 8, 8)), Backend::nccl);
+  EXPECT_EQ(choose_backend(Backend::automatic, facts(true, 1, 1)), Backend::nccl);
+  EXPECT_EQ(choose_backend(Backend::automatic, facts(true, 0, 0)), Backend::mpi);   // this CI machine: NCCL built, no driver
+  EXPECT_EQ(choose_backend(Backend::automatic, facts(true, 0, 4)), Backend::mpi);   // GPUs, but a CPU-only LibTorch
+  EXPECT_EQ(choose_backend(Backend::automatic, facts(false, 4, 4)), Backend::mpi);  // GPUs, but no NCCL in the build
+  EXPECT_EQ(choose_backend(Backend::mpi, facts(true, 8, 8)), Backend::mpi);
+  EXPECT_EQ(choose_backend(Backend::nccl, facts(true, 2, 2)), Backend::nccl);
 }
 
 TEST(Backend, NcclWhereItCannotWorkSaysWhy) {
-  const auto message = [](const BackendFacts& f) { return test::error_of([&] { choose_backend("nccl", f); }); };
+  const auto message = [](const BackendFacts& f) { return test::error_of([&] { choose_backend(Backend::nccl, f); }); };
   EXPECT_THAT(message(facts(false, 4, 0)), HasSubstr("'nccl' is not in this build"));
   EXPECT_THAT(message(facts(true, 0, 2)), HasSubstr("LibTorch is CPU-only (the CUDA runtime sees 2 GPUs)"));
   EXPECT_THAT(message(facts(true, 0, 0)), HasSubstr("none is visible on this node"));
@@ -68,8 +69,8 @@ TEST(Backend, NcclWhereItCannotWorkSaysWhy) {
     EXPECT_THAT(message(f), HasSubstr("config: key 'dist.backend'"));
     EXPECT_THAT(message(f), HasSubstr("use 'mpi'"));
   }
-  EXPECT_THAT(test::error_of([] { choose_backend("gloo", facts(true, 1, 1)); }),
-              HasSubstr("expected one of auto, mpi, nccl; got 'gloo'"));
+  EXPECT_THAT(test::error_of([] { parse_config("", "test", {"dist.backend=gloo"}); }),
+              HasSubstr("key 'dist.backend': expected one of auto, mpi, nccl; got 'gloo'"));
 }
 
 TEST(Backend, ThisMachinesFactsAgreeWithTheBuild) {

@@ -10,12 +10,12 @@
 #include <vector>
 
 #include "difftrain/config.h"
+#include "difftrain/core/random_streams.h"
 #include "difftrain/error.h"
+#include "difftrain/io/checkpoint.h"
 #include "difftrain/models/mlp.h"
-#include "difftrain/train/checkpoint.h"
 #include "difftrain/train/ema.h"
 #include "difftrain/train/optimizer.h"
-#include "difftrain/random_streams.h"
 #include "test_util.h"
 
 namespace {
@@ -25,6 +25,7 @@ using difftrain::Checkpoint;
 using difftrain::TimeInputMLP;
 using difftrain::test::TempDir;
 using difftrain::test::error_of;
+using difftrain::test::flattened;
 using StateDict = torch::OrderedDict<std::string, torch::Tensor>;
 
 const std::vector<int64_t> kHidden{16, 128, 128, 128, 128, 16};
@@ -89,7 +90,8 @@ void train_step(TimeInputMLP& model, difftrain::FlatAdam& optimizer, int64_t ste
 
 difftrain::TrainConfig train_config(const std::string& optimizer) {
   difftrain::TrainConfig c;
-  c.optimizer = optimizer;
+  c.optimizer = difftrain::parse_name<difftrain::OptimizerType>(optimizer, "test");
+  c.weight_decay = c.optimizer == difftrain::OptimizerType::adamw ? 0.01 : 0.0;
   c.lr = 3e-3;  // large enough that every step moves every parameter visibly
   return c;
 }
@@ -106,8 +108,9 @@ struct Trainee {
   std::unique_ptr<difftrain::FlatAdam> optimizer;
 
   Trainee(uint64_t seed, const std::string& optimizer_name)
-      : model(fresh_model(seed)),
-        ema(std::make_unique<difftrain::Ema>(std::make_shared<difftrain::TimeInputMLPImpl>(2, kHidden), *model, 0.99)),
+      : model(flattened(fresh_model(seed))),
+        ema(std::make_unique<difftrain::Ema>(flattened(std::make_shared<difftrain::TimeInputMLPImpl>(2, kHidden)), *model,
+                                             0.99)),
         optimizer(difftrain::make_optimizer(model->parameters(), train_config(optimizer_name))) {}
 
   void steps(int64_t from, int64_t to) {
@@ -302,8 +305,8 @@ TEST(CheckpointStateDict, LoadingIsStrict) {
 }
 
 TEST(CheckpointStateDict, OptimizerStateOfAnotherShapeIsRefused) {
-  auto small = TimeInputMLP(2, std::vector<int64_t>{16, 32, 16});
-  auto big = fresh_model(0);
+  auto small = flattened(TimeInputMLP(2, std::vector<int64_t>{16, 32, 16}));
+  auto big = flattened(fresh_model(0));
   auto small_opt = difftrain::make_optimizer(small->parameters(), train_config("adamw"));
   auto big_opt = difftrain::make_optimizer(big->parameters(), train_config("adamw"));
   train_step(big, *big_opt, 0);

@@ -7,10 +7,10 @@
 
 #include <torch/csrc/jit/serialization/pickle.h>
 
+#include "difftrain/core/random_streams.h"
 #include "difftrain/data/prepare.h"
 #include "difftrain/error.h"
 #include "difftrain/eval/classifier.h"
-#include "difftrain/random_streams.h"
 #include "test_util.h"
 
 namespace difftrain {

@@ -5,11 +5,11 @@
 #include <cmath>
 #include <set>
 
+#include "difftrain/core/diffusion.h"
+#include "difftrain/core/random_streams.h"
 #include "difftrain/data/batch_loader.h"
 #include "difftrain/data/partition.h"
 #include "difftrain/data/prepare.h"
-#include "difftrain/diffusion.h"
-#include "difftrain/random_streams.h"
 #include "difftrain/train/loss_by_sigma.h"
 #include "test_util.h"
 

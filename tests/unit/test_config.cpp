@@ -3,11 +3,15 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <limits>
 #include <string>
 #include <vector>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "difftrain/config.h"
 #include "difftrain/error.h"
@@ -48,8 +52,8 @@ void expect_design_defaults(const Config& c) {
   EXPECT_EQ(c.data.dataset, "x");
   EXPECT_EQ(c.model.type, "mlp");
   EXPECT_EQ(c.model.hidden_dims, (std::vector<int64_t>{16, 128, 128, 128, 128, 16}));
-  EXPECT_EQ(c.model.parameterization, "eps");
-  EXPECT_EQ(c.schedule.type, "loglinear");
+  EXPECT_EQ(c.model.parameterization, Parameterization::eps);
+  EXPECT_EQ(c.schedule.type, ScheduleType::loglinear);
   EXPECT_EQ(c.schedule.N, 200);
   EXPECT_EQ(c.schedule.sigma_min, 0.005);
   EXPECT_EQ(c.schedule.sigma_max, 10.0);
@@ -57,11 +61,11 @@ void expect_design_defaults(const Config& c) {
   EXPECT_EQ(c.train.steps, 15000);
   EXPECT_EQ(c.train.batch_size, 100);
   EXPECT_EQ(c.train.lr, 1.0e-3);
-  EXPECT_EQ(c.train.optimizer, "adamw");
+  EXPECT_EQ(c.train.optimizer, OptimizerType::adamw);
   EXPECT_EQ(c.train.ema_decay, 0.999);
   EXPECT_EQ(c.train.log_every, 100);
   EXPECT_EQ(c.train.checkpoint_every, 1000);
-  EXPECT_EQ(c.dist.backend, "auto");
+  EXPECT_EQ(c.dist.backend, Backend::automatic);
   EXPECT_EQ(c.dist.bucket_mb, 25.0);
   EXPECT_EQ(c.sample.steps, 20);
   EXPECT_EQ(c.sample.gam, 2.0);
@@ -130,10 +134,10 @@ sample: {gam: 1.0, mu: 0.5}
   EXPECT_EQ(file_only.run_dir, "runs/mine");
   EXPECT_EQ(file_only.seed, 3);
   EXPECT_EQ(file_only.model.hidden_dims, (std::vector<int64_t>{32, 32}));
-  EXPECT_EQ(file_only.model.parameterization, "v");
+  EXPECT_EQ(file_only.model.parameterization, Parameterization::v);
   EXPECT_EQ(file_only.train.steps, 500);
   EXPECT_EQ(file_only.train.lr, 2.0e-4);
-  EXPECT_EQ(file_only.train.optimizer, "adam");
+  EXPECT_EQ(file_only.train.optimizer, OptimizerType::adam);
   EXPECT_EQ(file_only.sample.gam, 1.0);
   EXPECT_EQ(file_only.sample.mu, 0.5);
   EXPECT_EQ(file_only.train.batch_size, 100);  // untouched keys keep their defaults
@@ -387,6 +391,31 @@ TEST(ConfigErrors, UnknownNames) {
     const std::string m = error_of("", {assignment});
     EXPECT_THAT(m, HasSubstr(key));
     EXPECT_THAT(m, HasSubstr(value));
+  }
+}
+
+// Every key that picks one of a few names reads each name, writes it back, lists all of
+// them in the help text and in the error for any other name: one table per choice.
+TEST(ConfigChoices, EachNameReadsWritesBackAndIsListedInHelpAndErrors) {
+  const std::vector<std::pair<std::string, std::vector<std::string>>> choices{
+      {"model.parameterization", {"eps", "x0", "v"}},
+      {"schedule.type", {"loglinear", "ddpm", "ldm", "sigmoid", "cosine"}},
+      {"train.optimizer", {"adam", "adamw"}},
+      {"train.precision", {"fp32", "bf16"}},
+      {"dist.backend", {"auto", "mpi", "nccl"}},
+  };
+  const std::string help = describe_choices();
+  EXPECT_EQ(std::count(help.begin(), help.end(), '\n'), static_cast<long>(choices.size())) << help;
+  for (const auto& [key, names] : choices) {
+    const std::string listed = fmt::format("{}", fmt::join(names, ", "));
+    EXPECT_THAT(help, HasSubstr(key + ": " + listed + "\n"));
+    EXPECT_THAT(error_of("", {key + "=bogus"}), HasSubstr("key '" + key + "': expected one of " + listed + "; got 'bogus'"));
+    for (const auto& name : names) {
+      const auto written = flatten(parse("", {key + "=" + name}));
+      const auto entry = std::find_if(written.begin(), written.end(), [&](const auto& kv) { return kv.first == key; });
+      ASSERT_NE(entry, written.end()) << key;
+      EXPECT_EQ(entry->second, "\"" + name + "\"") << key;
+    }
   }
 }
 

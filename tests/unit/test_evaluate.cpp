@@ -8,21 +8,21 @@
 #include <cmath>
 #include <filesystem>
 
-#include "difftrain/config.h"
-#include "difftrain/data/prepare.h"
-#include "difftrain/diffusion.h"
 #include "difftrain/comm/communicator.h"
+#include "difftrain/config.h"
+#include "difftrain/core/diffusion.h"
+#include "difftrain/data/prepare.h"
 #include "difftrain/error.h"
 #include "difftrain/eval/evaluate.h"
+#include "difftrain/io/checkpoint.h"
 #include "difftrain/models/registry.h"
-#include "difftrain/train/checkpoint.h"
 #include "test_util.h"
 
 namespace difftrain {
 namespace {
 
 Communicator& single_rank() {
-  static auto comm = make_communicator("mpi");
+  static auto comm = make_communicator(Backend::mpi);
   return *comm;
 }
 

@@ -1,6 +1,7 @@
 // The flat step: parameters become views of one buffer without changing what a module or a
 // checkpoint sees, and the fused Adam/AdamW pass equals both the same update as tensor
 // operations and LibTorch's own per-parameter optimizers.
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <torch/csrc/jit/serialization/pickle.h>
@@ -9,13 +10,16 @@
 #include "difftrain/config.h"
 #include "difftrain/error.h"
 #include "difftrain/flat_buffer.h"
+#include "difftrain/io/checkpoint.h"
+#include "difftrain/io/torch_save.h"
 #include "difftrain/models/registry.h"
-#include "difftrain/train/checkpoint.h"
-#include "difftrain/torch_save.h"
 #include "difftrain/train/optimizer.h"
+#include "test_util.h"
 
 namespace difftrain {
 namespace {
+
+using ::testing::HasSubstr;
 
 std::vector<torch::Tensor> copies(const std::vector<torch::Tensor>& tensors) {
   std::vector<torch::Tensor> out;
@@ -29,7 +33,7 @@ TEST(FlatBuffer, ParametersBecomeConsecutiveViewsAndKeepValuesNamesAndGradients)
   const auto before = state_dict(*model);
   const auto params = model->parameters();
   ASSERT_GT(params.size(), 2u);
-  const auto buffer = flat_buffer(params);
+  const auto buffer = flatten_storage(params);
   int64_t total = 0;
   for (const auto& p : params) total += p.numel();
   ASSERT_EQ(buffer.numel(), total);
@@ -49,7 +53,8 @@ TEST(FlatBuffer, ParametersBecomeConsecutiveViewsAndKeepValuesNamesAndGradients)
   for (const auto& item : after) EXPECT_EQ(item.value().storage().nbytes(), item.value().numel() * 4u) << item.key();
 
   // Asking again finds the same buffer instead of moving the values once more.
-  EXPECT_EQ(flat_buffer(model->parameters()).data_ptr(), buffer.data_ptr());
+  EXPECT_EQ(flatten_storage(model->parameters()).data_ptr(), buffer.data_ptr());
+  EXPECT_EQ(flat_view(model->parameters(), "test").data_ptr(), buffer.data_ptr());
   // Writing the buffer writes the parameters, and autograd still reaches them.
   {
     torch::NoGradGuard no_grad;
@@ -63,14 +68,19 @@ TEST(FlatBuffer, ParametersBecomeConsecutiveViewsAndKeepValuesNamesAndGradients)
 TEST(FlatBuffer, TensorsOutOfOrderOrOfOtherTypesAreMovedOrRefused) {
   auto a = torch::randn({3}), b = torch::randn({2, 2});
   const auto a0 = a.clone(), b0 = b.clone();
-  const auto buffer = flat_buffer({a, b});
+  const auto buffer = flatten_storage({a, b});
   EXPECT_TRUE(torch::equal(buffer, torch::cat({a0, b0.reshape({-1})})));
-  // The same tensors in the other order are not the buffer's layout: a new buffer.
-  const auto swapped = flat_buffer({b, a});
+  // The same tensors in the other order are not the buffer's layout: flat_view refuses them
+  // and leaves them where they are; flatten_storage makes a new buffer.
+  EXPECT_THAT(test::error_of([&] { flat_view({b, a}, "the optimizer"); }),
+              HasSubstr("the optimizer: the 2 tensors are not views of one flat buffer"));
+  EXPECT_EQ(a.data_ptr(), buffer.data_ptr());
+  const auto swapped = flatten_storage({b, a});
   EXPECT_NE(swapped.data_ptr(), buffer.data_ptr());
   EXPECT_TRUE(torch::equal(swapped, torch::cat({b0.reshape({-1}), a0})));
-  EXPECT_THROW(flat_buffer({torch::zeros({2}), torch::zeros({2}, torch::kFloat64)}), std::exception);
-  EXPECT_THROW(flat_buffer({}), std::exception);
+  EXPECT_THROW(flatten_storage({torch::zeros({2}), torch::zeros({2}, torch::kFloat64)}), std::exception);
+  EXPECT_THROW(flatten_storage({}), std::exception);
+  EXPECT_THROW(flat_view({}, "test"), std::exception);
 }
 
 struct Buffers {
@@ -144,13 +154,14 @@ TEST(FlatAdam, PyTorchsFusedKernelEqualsTheOwnPass) {
 TEST(FlatAdam, StepsLikeLibTorchsOptimizersOnSeparateTensors) {
   for (const std::string name : {"adamw", "adam"}) {
     TrainConfig config;
-    config.optimizer = name, config.lr = 0.02, config.weight_decay = 0.05, config.betas = {0.85, 0.99};
+    config.optimizer = parse_name<OptimizerType>(name, "test"), config.lr = 0.02, config.weight_decay = 0.05, config.betas = {0.85, 0.99};
     torch::manual_seed(2);
     std::vector<torch::Tensor> ours, theirs;
     for (const std::vector<int64_t>& shape : {std::vector<int64_t>{4, 3}, {3}, {2, 2, 5}}) {
       ours.push_back(torch::randn(shape).requires_grad_());
       theirs.push_back(ours.back().detach().clone().requires_grad_());
     }
+    flatten_storage(ours);
     auto flat = make_optimizer(ours, config);
     std::unique_ptr<torch::optim::Optimizer> libtorch;
     if (name == "adamw")
@@ -175,9 +186,12 @@ TEST(FlatAdam, StepsLikeLibTorchsOptimizersOnSeparateTensors) {
 }
 
 TEST(FlatAdam, StateDictRoundTripsAndRefusesMixedStepCounts) {
-  TrainConfig config;
+  const TrainConfig config = parse_config("", "defaults").train;
   auto params = copies({torch::randn({3, 2}), torch::randn({4})});
   for (auto& p : params) p.requires_grad_();
+  // The optimizer works on the parameters' flat buffer and never moves them itself.
+  EXPECT_THAT(test::error_of([&] { make_optimizer(params, config); }), HasSubstr("optimizer: the 2 tensors are not views"));
+  flatten_storage(params);
   auto optimizer = make_optimizer(params, config);
   EXPECT_TRUE(optimizer->state_dict().toGenericDict().at("state").toGenericDict().empty()) << "no state before a step";
   for (auto& p : params) p.mutable_grad() = torch::randn(p.sizes());
@@ -190,11 +204,14 @@ TEST(FlatAdam, StateDictRoundTripsAndRefusesMixedStepCounts) {
   EXPECT_EQ(state.at(1).toGenericDict().at("exp_avg").toTensor().sizes(), params[1].sizes());
 
   auto others = copies(params);
+  flatten_storage(others);
   auto restored = make_optimizer(others, config);
   // Through the file form checkpoints use (untyped dicts and lists), and through LibTorch's
   // typed one (older checkpoints).
   restored->load_state_dict(torch::pickle_load(torch_save_bytes(saved)));
-  auto from_typed = make_optimizer(copies(params), config);
+  auto typed_params = copies(params);
+  flatten_storage(typed_params);
+  auto from_typed = make_optimizer(typed_params, config);
   from_typed->load_state_dict(torch::pickle_load(torch::pickle_save(saved)));
   for (const auto* o : {restored.get(), from_typed.get()}) {
     EXPECT_EQ(o->steps(), 2);

@@ -2,15 +2,15 @@
 // of k*b examples, built here by hand from the same rows and the same sigma/eps draws.
 #include <gtest/gtest.h>
 
+#include "difftrain/comm/communicator.h"
 #include "difftrain/config.h"
+#include "difftrain/core/diffusion.h"
+#include "difftrain/core/random_streams.h"
 #include "difftrain/data/prepare.h"
 #include "difftrain/data/swissroll.h"
-#include "difftrain/diffusion.h"
-#include "difftrain/comm/communicator.h"
+#include "difftrain/io/checkpoint.h"
 #include "difftrain/models/registry.h"
-#include "difftrain/train/checkpoint.h"
 #include "difftrain/train/optimizer.h"
-#include "difftrain/random_streams.h"
 #include "difftrain/train/trainer.h"
 #include "test_util.h"
 
@@ -18,7 +18,7 @@ namespace difftrain {
 namespace {
 
 Communicator& single_rank() {
-  static auto comm = make_communicator("mpi");
+  static auto comm = make_communicator(Backend::mpi);
   return *comm;
 }
 
@@ -68,9 +68,10 @@ TEST_P(GradAccum, MicroBatchesEqualOneBatchOfTheirUnion) {
   // The reference: a copy of the initial weights, an optimizer made the same way.
   auto reference = make_model(config.model, {2});
   load_state_dict(*reference, state_dict(trainer.model()), "initial weights");
+  flatten_storage(reference->parameters());
   auto optimizer = make_optimizer(reference->parameters(), config.train);
   const Schedule schedule = make_schedule(config.schedule);
-  const Parameterization parameterization = parse_parameterization(config.model.parameterization);
+  const Parameterization parameterization = config.model.parameterization;
   const auto points = swissroll_points(k * b * steps);
 
   for (int64_t s = 1; s <= steps; ++s) {

@@ -2,9 +2,9 @@
 // with no copies, and zeroing survives code that drops the gradients.
 #include <gtest/gtest.h>
 
-#include "difftrain/config.h"
 #include "difftrain/comm/communicator.h"
 #include "difftrain/comm/grad_buckets.h"
+#include "difftrain/config.h"
 #include "difftrain/models/registry.h"
 
 namespace difftrain {
@@ -52,7 +52,7 @@ TEST(GradBuckets, ZeroGradRebindsDroppedGradients) {
 }
 
 TEST(GradBuckets, OneRankLeavesGradientsAndExtrasAlone) {
-  auto comm = make_communicator("mpi");
+  auto comm = make_communicator(Backend::mpi);
   auto model = make_model(ModelConfig{}, {2});
   GradBuckets buckets(model->parameters(), 25);
   model->forward(torch::randn({4, 2}), torch::ones({4})).sum().backward();

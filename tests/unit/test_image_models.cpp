@@ -12,7 +12,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/version.h>
 
-#include "difftrain/diffusion.h"
+#include "difftrain/core/diffusion.h"
 #include "difftrain/models/dit.h"
 #include "difftrain/models/layers.h"
 #include "difftrain/models/registry.h"

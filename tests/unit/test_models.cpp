@@ -10,13 +10,14 @@
 #include <string>
 #include <vector>
 
+#include "difftrain/comm/communicator.h"
 #include "difftrain/config.h"
 #include "difftrain/data/hdf5_file.h"
-#include "difftrain/comm/communicator.h"
+#include "difftrain/io/checkpoint.h"
+#include "difftrain/models/embeddings.h"
 #include "difftrain/models/mlp.h"
 #include "difftrain/models/registry.h"
-#include "difftrain/sample.h"
-#include "difftrain/train/checkpoint.h"
+#include "difftrain/sample/sample.h"
 #include "difftrain/train/precision.h"
 #include "difftrain/train/trainer.h"
 #include "test_util.h"
@@ -69,7 +70,7 @@ TEST(Models, TrainingDataOfAShapeTheModelCannotTakeNamesTheFile) {
   const std::string file = dir / "images.h5";
   h5::write_datasets(file, {{"pixels", torch::zeros({10, 3, 4})}});
   const Config config = parse_config("", "test", {"data.path=" + file, "data.dataset=pixels", "run_dir=" + (dir / "run")});
-  static auto comm = make_communicator("mpi");
+  static auto comm = make_communicator(Backend::mpi);
   EXPECT_EQ(error_of([&] { Trainer t(config, *comm); }),
             file + " (dataset 'pixels'): examples of shape [3, 4] do not fit model 'mlp', which takes examples of "
                    "shape [dim] (a dataset of shape [n, dim])");
@@ -92,6 +93,14 @@ TEST(Models, CheckpointOfAShapeTheModelCannotTakeNamesTheCheckpoint) {
 
 // The MLP's one-node forward and backward against the same layers recorded op by op: the
 // same outputs, and the same gradients of the weights and of the input, to float rounding.
+// The MLP's function through its Sequential's modules ("net"), recorded by autograd op by op:
+// the path its forward() takes under autocast.
+torch::Tensor forward_by_layer(TimeInputMLPImpl& mlp, const torch::Tensor& x, const torch::Tensor& sigma) {
+  auto net = std::dynamic_pointer_cast<torch::nn::SequentialImpl>(mlp.named_children()["net"]);
+  if (!net) throw std::runtime_error("the MLP has no Sequential 'net'");
+  return net->forward(torch::cat({x, sigma_sincos_embedding(x.size(0), sigma)}, 1));
+}
+
 TEST(Models, MlpAsOneAutogradNodeMatchesTheLayersRecordedOneByOne) {
   torch::manual_seed(3);
   TimeInputMLP mlp(2, std::vector<int64_t>{16, 32, 8});
@@ -101,7 +110,7 @@ TEST(Models, MlpAsOneAutogradNodeMatchesTheLayersRecordedOneByOne) {
   auto gradients = [&](bool by_layer) {
     mlp->zero_grad();
     x.mutable_grad() = torch::Tensor();
-    const auto out = by_layer ? mlp->forward_by_layer(x, sigma) : mlp->forward(x, sigma);
+    const auto out = by_layer ? forward_by_layer(*mlp, x, sigma) : mlp->forward(x, sigma);
     (out * weights).sum().backward();
     std::vector<torch::Tensor> g{out.detach(), x.grad().clone()};
     for (const auto& p : mlp->parameters()) g.push_back(p.grad().clone());

@@ -8,7 +8,7 @@
 #include "difftrain/config.h"
 #include "difftrain/data/prepare.h"
 #include "difftrain/data/swissroll.h"
-#include "difftrain/sample.h"
+#include "difftrain/sample/sample.h"
 #include "difftrain/train/precision.h"
 #include "difftrain/train/trainer.h"
 #include "test_util.h"
@@ -19,7 +19,7 @@ namespace {
 using ::testing::HasSubstr;
 
 Communicator& single_rank() {
-  static auto comm = make_communicator("mpi");
+  static auto comm = make_communicator(Backend::mpi);
   return *comm;
 }
 
@@ -47,8 +47,7 @@ TEST(Precision, AutocastScopeRunsMatmulsInBf16AndRestoresTheState) {
     AutocastScope fp32(Precision::fp32, torch::kCPU);
     EXPECT_EQ(linear(x).scalar_type(), torch::kFloat32);
   }
-  EXPECT_EQ(parse_precision("bf16"), Precision::bf16);
-  EXPECT_THAT(test::error_of([] { parse_precision("fp16"); }), HasSubstr("train.precision"));
+  EXPECT_EQ(parse_config("", "test", {"train.precision=bf16"}).train.precision, Precision::bf16);
   EXPECT_THAT(test::error_of([] { parse_config("", "test", {"train.precision=fp16"}); }),
               HasSubstr("train.precision"));
 }

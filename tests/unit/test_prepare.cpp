@@ -5,18 +5,19 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
-#include "difftrain/atomic_file.h"
 #include "difftrain/data/hdf5_file.h"
 #include "difftrain/data/prepare.h"
 #include "difftrain/data/sharded_dataset.h"
 #include "difftrain/data/swissroll.h"
 #include "difftrain/error.h"
+#include "difftrain/io/atomic_file.h"
 #include "test_util.h"
 
 namespace {
@@ -288,6 +289,13 @@ TEST(PrepareSwissroll, FewerShardsReplaceMoreAndLeaveNoStaleOnes) {
 
 // ---------------------------------------------------------------- atomic files
 
+// One file through StagedFiles: `write` fills the temporary path it is given.
+void write_through_staging(const std::string& path, const std::function<void(const std::string& tmp)>& write) {
+  difftrain::StagedFiles file;
+  file.stage(path, write);
+  file.publish();
+}
+
 TEST(AtomicFile, AThrowingWriterLeavesThePreviousFileAndNoTemporary) {
   TempDir dir;
   const std::string path = dir / "target.txt";
@@ -296,7 +304,7 @@ TEST(AtomicFile, AThrowingWriterLeavesThePreviousFileAndNoTemporary) {
   EXPECT_EQ(listing(dir.path()), std::vector<std::string>{"target.txt"});
 
   std::string tmp_seen;
-  EXPECT_THROW(difftrain::write_atomically(path,
+  EXPECT_THROW(write_through_staging(path,
                                            [&](const std::string& tmp) {
                                              tmp_seen = tmp;
                                              std::ofstream(tmp) << "half of the new";
@@ -310,7 +318,7 @@ TEST(AtomicFile, AThrowingWriterLeavesThePreviousFileAndNoTemporary) {
 
   // A difftrain::Error passes through unchanged too.
   const auto message = error_of([&] {
-    difftrain::write_atomically(path, [&](const std::string& tmp) {
+    write_through_staging(path, [&](const std::string& tmp) {
       std::ofstream(tmp) << "x";
       difftrain::fail("{}: refused", path);
     });
@@ -324,7 +332,7 @@ TEST(AtomicFile, ASuccessfulWriteReplacesTheFileFromATemporaryBesideIt) {
   TempDir dir;
   const std::string path = dir / "sub/dir/target.bin";  // parents created
   std::string tmp_seen;
-  difftrain::write_atomically(path, [&](const std::string& tmp) {
+  write_through_staging(path, [&](const std::string& tmp) {
     tmp_seen = tmp;
     EXPECT_FALSE(fs::exists(path));  // not visible until the rename
     std::ofstream(tmp, std::ios::binary) << "first";
@@ -333,7 +341,7 @@ TEST(AtomicFile, ASuccessfulWriteReplacesTheFileFromATemporaryBesideIt) {
   EXPECT_EQ(fs::path(tmp_seen).parent_path(), fs::path(path).parent_path());
   EXPECT_FALSE(fs::exists(tmp_seen));
 
-  difftrain::write_atomically(path, [&](const std::string& tmp) {
+  write_through_staging(path, [&](const std::string& tmp) {
     EXPECT_EQ(read_text(path), "first");  // the old file stays until the new one is whole
     std::ofstream(tmp, std::ios::binary) << "second";
   });

@@ -7,7 +7,7 @@
 #include <cmath>
 #include <set>
 
-#include "difftrain/random_streams.h"
+#include "difftrain/core/random_streams.h"
 
 using namespace difftrain;
 

@@ -6,12 +6,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include "difftrain/comm/communicator.h"
 #include "difftrain/config.h"
 #include "difftrain/data/prepare.h"
 #include "difftrain/data/swissroll.h"
-#include "difftrain/comm/communicator.h"
 #include "difftrain/error.h"
-#include "difftrain/train/checkpoint.h"
+#include "difftrain/io/checkpoint.h"
 #include "difftrain/train/optimizer.h"
 #include "difftrain/train/stop_signal.h"
 #include "difftrain/train/trainer.h"
@@ -22,7 +22,7 @@ namespace {
 namespace fs = std::filesystem;
 
 Communicator& single_rank() {
-  static auto comm = make_communicator("mpi");
+  static auto comm = make_communicator(Backend::mpi);
   return *comm;
 }
 

@@ -8,11 +8,11 @@
 #include <fstream>
 #include <iterator>
 
+#include "difftrain/comm/communicator.h"
 #include "difftrain/config.h"
 #include "difftrain/data/prepare.h"
-#include "difftrain/comm/communicator.h"
 #include "difftrain/error.h"
-#include "difftrain/train/checkpoint.h"
+#include "difftrain/io/checkpoint.h"
 #include "difftrain/train/resume.h"
 #include "difftrain/train/run_dir_lock.h"
 #include "difftrain/train/stop_signal.h"
@@ -24,7 +24,7 @@ namespace {
 namespace fs = std::filesystem;
 
 Communicator& single_rank() {
-  static auto comm = make_communicator("mpi");
+  static auto comm = make_communicator(Backend::mpi);
   return *comm;
 }
 

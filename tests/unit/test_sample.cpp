@@ -12,9 +12,9 @@
 
 #include "difftrain/config.h"
 #include "difftrain/error.h"
+#include "difftrain/io/checkpoint.h"
 #include "difftrain/models/registry.h"
-#include "difftrain/sample.h"
-#include "difftrain/train/checkpoint.h"
+#include "difftrain/sample/sample.h"
 #include "test_util.h"
 
 namespace difftrain {

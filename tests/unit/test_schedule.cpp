@@ -10,8 +10,8 @@
 #include <vector>
 
 #include "difftrain/config.h"
+#include "difftrain/core/schedule.h"
 #include "difftrain/error.h"
-#include "difftrain/schedule.h"
 #include "test_util.h"
 
 namespace difftrain {
@@ -69,7 +69,7 @@ TEST(Schedule, LogLinearMatchesLogspace) {
   for (auto p : {Params{0.02, 10}, Params{0.005, 10}, Params{0.002, 80}, Params{1e-3, 1}}) {
     for (int64_t N : kSizes) {
       const auto s = log_linear_schedule(N, p.lo, p.hi);
-      EXPECT_EQ(s.type(), "loglinear");
+      EXPECT_EQ(s.type(), ScheduleType::loglinear);
       const auto sig = to_doubles(s.sigmas());
       ASSERT_EQ(int64_t(sig.size()), N);
       const double l0 = std::log10(p.lo), l1 = std::log10(p.hi);
@@ -89,26 +89,18 @@ TEST(Schedule, LogLinearMatchesLogspace) {
   }
 }
 
-TEST(Schedule, DefaultArgumentsAreTheReferenceOnes) {
-  EXPECT_TRUE(torch::equal(log_linear_schedule(50).sigmas(), log_linear_schedule(50, 0.02, 10).sigmas()));
-  EXPECT_TRUE(torch::equal(ddpm_schedule().sigmas(), ddpm_schedule(1000, 1e-4, 0.02).sigmas()));
-  EXPECT_TRUE(torch::equal(ldm_schedule().sigmas(), ldm_schedule(1000, 0.00085, 0.012).sigmas()));
-  EXPECT_TRUE(torch::equal(sigmoid_schedule().sigmas(), sigmoid_schedule(1000, 1e-4, 0.02).sigmas()));
-  EXPECT_TRUE(torch::equal(cosine_schedule().sigmas(), cosine_schedule(1000, 0.999).sigmas()));
-}
-
 TEST(Schedule, DDPMMatchesLinearBetas) {
   struct Params { double b0, b1; };
   for (auto p : {Params{1e-4, 0.02}, Params{1e-3, 0.05}, Params{0.01, 0.01}}) {
     for (int64_t N : kSizes) {
       const auto s = ddpm_schedule(N, p.b0, p.b1);
-      EXPECT_EQ(s.type(), "ddpm");
+      EXPECT_EQ(s.type(), ScheduleType::ddpm);
       expect_alpha_bar(s, cumprod_one_minus(linspace(p.b0, p.b1, N)),
                        "ddpm N=" + std::to_string(N) + " b0=" + std::to_string(p.b0));
     }
   }
   // A spot value: one step of beta = 1e-4 is sigma = sqrt(1/(1 - 1e-4) - 1) ~ 0.0100005.
-  EXPECT_NEAR(ddpm_schedule()[0], 0.0100005, 1e-6);
+  EXPECT_NEAR(ddpm_schedule(1000, 1e-4, 0.02)[0], 0.0100005, 1e-6);
 }
 
 TEST(Schedule, LDMMatchesScaledLinearBetas) {
@@ -118,7 +110,7 @@ TEST(Schedule, LDMMatchesScaledLinearBetas) {
       std::vector<double> betas = linspace(std::sqrt(p.b0), std::sqrt(p.b1), N);
       for (double& b : betas) b *= b;
       const auto s = ldm_schedule(N, p.b0, p.b1);
-      EXPECT_EQ(s.type(), "ldm");
+      EXPECT_EQ(s.type(), ScheduleType::ldm);
       expect_alpha_bar(s, cumprod_one_minus(betas), "ldm N=" + std::to_string(N));
     }
   }
@@ -131,7 +123,7 @@ TEST(Schedule, SigmoidMatchesSigmoidBetas) {
       std::vector<double> betas;
       for (double t : linspace(-6, 6, N)) betas.push_back(1 / (1 + std::exp(-t)) * (p.b1 - p.b0) + p.b0);
       const auto s = sigmoid_schedule(N, p.b0, p.b1);
-      EXPECT_EQ(s.type(), "sigmoid");
+      EXPECT_EQ(s.type(), ScheduleType::sigmoid);
       expect_alpha_bar(s, cumprod_one_minus(betas), "sigmoid N=" + std::to_string(N));
     }
   }
@@ -154,7 +146,7 @@ TEST(Schedule, CosineMatchesNicholDhariwal) {
         betas.push_back(static_cast<float>(b));
       }
       const auto s = cosine_schedule(N, max_beta);
-      EXPECT_EQ(s.type(), "cosine");
+      EXPECT_EQ(s.type(), ScheduleType::cosine);
       expect_alpha_bar(s, cumprod_one_minus(betas),
                        "cosine N=" + std::to_string(N) + " max_beta=" + std::to_string(max_beta));
     }
@@ -166,14 +158,15 @@ TEST(Schedule, CosineMatchesNicholDhariwal) {
 }
 
 TEST(Schedule, SigmasAreFloat32AndIncreasing) {
-  for (const auto& s : {log_linear_schedule(200, 0.005, 10), ddpm_schedule(), ldm_schedule(),
-                        sigmoid_schedule(), cosine_schedule()}) {
-    EXPECT_EQ(s.sigmas().scalar_type(), torch::kFloat32) << s.type();
-    EXPECT_TRUE(s.sigmas().device().is_cpu()) << s.type();
+  for (const auto& s : {log_linear_schedule(200, 0.005, 10), ddpm_schedule(1000, 1e-4, 0.02),
+                        ldm_schedule(1000, 0.00085, 0.012), sigmoid_schedule(1000, 1e-4, 0.02),
+                        cosine_schedule(1000, 0.999)}) {
+    EXPECT_EQ(s.sigmas().scalar_type(), torch::kFloat32) << name_of(s.type());
+    EXPECT_TRUE(s.sigmas().device().is_cpu()) << name_of(s.type());
     EXPECT_EQ(s.size(), s.sigmas().size(0));
     const auto sig = to_doubles(s.sigmas());
-    for (std::size_t i = 1; i < sig.size(); ++i) ASSERT_LT(sig[i - 1], sig[i]) << s.type() << " at " << i;
-    EXPECT_GT(sig.front(), 0) << s.type();
+    for (std::size_t i = 1; i < sig.size(); ++i) ASSERT_LT(sig[i - 1], sig[i]) << name_of(s.type()) << " at " << i;
+    EXPECT_GT(sig.front(), 0) << name_of(s.type());
     EXPECT_EQ(s[0], static_cast<float>(sig.front()));
     EXPECT_EQ(s[s.size() - 1], static_cast<float>(sig.back()));
   }
@@ -214,8 +207,8 @@ TEST(Schedule, TrailingIndicesByHand) {
 
 TEST(Schedule, SampleSigmasPicksTrailingIndices) {
   const std::vector<Schedule> schedules{log_linear_schedule(1, 0.1, 1),   log_linear_schedule(10, 0.1, 10),
-                                        log_linear_schedule(200, 0.005, 10), ddpm_schedule(),
-                                        ldm_schedule(77),                   cosine_schedule(1000)};
+                                        log_linear_schedule(200, 0.005, 10), ddpm_schedule(1000, 1e-4, 0.02),
+                                        ldm_schedule(77, 0.00085, 0.012),   cosine_schedule(1000, 0.999)};
   for (const auto& s : schedules) {
     const int64_t N = s.size();
     std::vector<int64_t> step_counts{1, 2, 3, 7, 20, N - 1, N};
@@ -223,12 +216,12 @@ TEST(Schedule, SampleSigmasPicksTrailingIndices) {
       if (steps < 1 || steps > N) continue;
       const auto picked = to_doubles(s.sample_sigmas(steps));
       const auto idx = trailing_indices(N, steps);
-      ASSERT_EQ(int64_t(picked.size()), steps + 1) << s.type() << " N=" << N << " steps=" << steps;
+      ASSERT_EQ(int64_t(picked.size()), steps + 1) << name_of(s.type()) << " N=" << N << " steps=" << steps;
       for (std::size_t j = 0; j < idx.size(); ++j) {
         ASSERT_GE(idx[j], 0);
         ASSERT_LT(idx[j], N);
         // Exactly the schedule's own float32 value, not a recomputation of it.
-        EXPECT_EQ(picked[j], double(s[idx[j]])) << s.type() << " N=" << N << " steps=" << steps << " j=" << j;
+        EXPECT_EQ(picked[j], double(s[idx[j]])) << name_of(s.type()) << " N=" << N << " steps=" << steps << " j=" << j;
       }
       // It starts at the top of the schedule and ends at the bottom. The first `steps`
       // values strictly decrease; the final index 0 may repeat the one before it (when
@@ -277,7 +270,7 @@ TEST(Schedule, SampleBatchDrawsScheduleValuesUniformly) {
 }
 
 TEST(Schedule, SampleBatchIsReproducibleFromTheSeed) {
-  const auto s = ddpm_schedule();
+  const auto s = ddpm_schedule(1000, 1e-4, 0.02);
   RandomStream a(7), b(7), c(8);
   const auto x = s.sample_batch(64, a);
   EXPECT_TRUE(torch::equal(x, s.sample_batch(64, b)));
@@ -288,26 +281,28 @@ TEST(Schedule, SampleBatchIsReproducibleFromTheSeed) {
 
 Config config_with(const std::vector<std::string>& overrides) { return parse_config("", "test", overrides); }
 
-TEST(Schedule, MakeScheduleFollowsTheResolvedConfig) {
+// The config holds the one set of defaults: the toy recipe's log-linear schedule, and the
+// reference's N and betas for the others.
+TEST(Schedule, MakeScheduleFollowsTheResolvedConfigAndItsDefaults) {
   EXPECT_TRUE(torch::equal(make_schedule(config_with({}).schedule).sigmas(), log_linear_schedule(200, 0.005, 10).sigmas()));
   EXPECT_TRUE(torch::equal(
       make_schedule(config_with({"schedule.N=50", "schedule.sigma_min=0.01", "schedule.sigma_max=80"}).schedule).sigmas(),
       log_linear_schedule(50, 0.01, 80).sigmas()));
-  EXPECT_TRUE(torch::equal(make_schedule(config_with({"schedule.type=ddpm"}).schedule).sigmas(), ddpm_schedule().sigmas()));
+  EXPECT_TRUE(torch::equal(make_schedule(config_with({"schedule.type=ddpm"}).schedule).sigmas(), ddpm_schedule(1000, 1e-4, 0.02).sigmas()));
   EXPECT_TRUE(torch::equal(
       make_schedule(config_with({"schedule.type=ddpm", "schedule.N=30", "schedule.beta_start=0.001", "schedule.beta_end=0.03"})
                         .schedule)
           .sigmas(),
       ddpm_schedule(30, 0.001, 0.03).sigmas()));
-  EXPECT_TRUE(torch::equal(make_schedule(config_with({"schedule.type=ldm"}).schedule).sigmas(), ldm_schedule().sigmas()));
+  EXPECT_TRUE(torch::equal(make_schedule(config_with({"schedule.type=ldm"}).schedule).sigmas(), ldm_schedule(1000, 0.00085, 0.012).sigmas()));
   EXPECT_TRUE(torch::equal(make_schedule(config_with({"schedule.type=sigmoid", "schedule.N=40"}).schedule).sigmas(),
-                           sigmoid_schedule(40).sigmas()));
-  EXPECT_TRUE(torch::equal(make_schedule(config_with({"schedule.type=cosine"}).schedule).sigmas(), cosine_schedule().sigmas()));
+                           sigmoid_schedule(40, 1e-4, 0.02).sigmas()));
+  EXPECT_TRUE(torch::equal(make_schedule(config_with({"schedule.type=cosine"}).schedule).sigmas(), cosine_schedule(1000, 0.999).sigmas()));
   EXPECT_TRUE(torch::equal(
       make_schedule(config_with({"schedule.type=cosine", "schedule.N=20", "schedule.max_beta=0.5"}).schedule).sigmas(),
       cosine_schedule(20, 0.5).sigmas()));
   for (std::string type : {"loglinear", "ddpm", "ldm", "sigmoid", "cosine"})
-    EXPECT_EQ(make_schedule(config_with({"schedule.type=" + type}).schedule).type(), type);
+    EXPECT_EQ(name_of(make_schedule(config_with({"schedule.type=" + type}).schedule).type()), type);
 }
 
 TEST(Schedule, MakeScheduleRejectsAnUnresolvedConfig) {

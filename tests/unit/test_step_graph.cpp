@@ -5,10 +5,10 @@
 // launch/gpu-check.sh.)
 #include <gtest/gtest.h>
 
+#include "difftrain/comm/communicator.h"
 #include "difftrain/config.h"
 #include "difftrain/data/prepare.h"
 #include "difftrain/data/swissroll.h"
-#include "difftrain/comm/communicator.h"
 #include "difftrain/error.h"
 #include "difftrain/train/step_graph.h"
 #include "difftrain/train/trainer.h"
@@ -34,7 +34,7 @@ TEST(StepGraph, CapturedStepRefusesAMicroBatchOfAnotherShape) {
   const Config config = parse_config("", "test",
                                      {"data.path=" + (dir / "data"), "run_dir=" + (dir / "run"), "train.steps=10",
                                       "train.batch_size=20", "train.cuda_graph=true"});
-  static auto comm = make_communicator("mpi");
+  static auto comm = make_communicator(Backend::mpi);
   Trainer trainer(config, *comm);
   trainer.synchronize();
   const auto points = swissroll_points(40);

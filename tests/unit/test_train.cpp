@@ -5,16 +5,16 @@
 #include <filesystem>
 #include <fstream>
 
+#include "difftrain/comm/communicator.h"
 #include "difftrain/config.h"
+#include "difftrain/core/random_streams.h"
 #include "difftrain/data/prepare.h"
 #include "difftrain/data/swissroll.h"
-#include "difftrain/comm/communicator.h"
 #include "difftrain/error.h"
+#include "difftrain/io/checkpoint.h"
 #include "difftrain/models/registry.h"
-#include "difftrain/sample.h"
-#include "difftrain/train/checkpoint.h"
+#include "difftrain/sample/sample.h"
 #include "difftrain/train/optimizer.h"
-#include "difftrain/random_streams.h"
 #include "difftrain/train/trainer.h"
 #include "test_util.h"
 
@@ -22,7 +22,7 @@ namespace difftrain {
 namespace {
 
 Communicator& single_rank() {
-  static auto comm = make_communicator("mpi");
+  static auto comm = make_communicator(Backend::mpi);
   return *comm;
 }
 
@@ -153,8 +153,8 @@ TEST(Train, GlobalBatchMustDivideOverRanksAndMicroBatches) {
 
 TEST(Ema, RampsUpThenHoldsTheDecay) {
   torch::manual_seed(0);
-  auto model = make_model(ModelConfig{}, {2});
-  Ema ema(make_model(ModelConfig{}, {2}), *model, 0.999);
+  auto model = test::flattened(make_model(ModelConfig{}, {2}));
+  Ema ema(test::flattened(make_model(ModelConfig{}, {2})), *model, 0.999);
   auto w = model->parameters()[0];
   const auto w0 = w.detach().clone();
   {

@@ -20,11 +20,11 @@
 
 #include <nlohmann/json.hpp>
 
-#include "difftrain/atomic_file.h"
 #include "difftrain/data/hdf5_file.h"
 #include "difftrain/data/prepare.h"
 #include "difftrain/data/sharded_dataset.h"
 #include "difftrain/error.h"
+#include "difftrain/io/atomic_file.h"
 #include "difftrain/train/metrics.h"
 #include "test_util.h"
 

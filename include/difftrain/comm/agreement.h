@@ -1,8 +1,10 @@
 #pragma once
 // How every rank learns, in one collective, that some rank failed, so that all leave
-// together and none is left waiting in a later collective. The lowest failing rank is the
-// one whose message is shown (once); every other rank stays quiet. Used at set-up (backend
-// choice, `train`'s checks), around each phase of `eval` and at the end of a training run.
+// together and none is left waiting in a later collective. Only the lowest failing rank's
+// message is shown, once: share_failure lets that rank report it (RankError) while the
+// others stay quiet (PeerError); before a communicator exists, agree_over_mpi
+// (mpi_communicator.h) sends its text to every rank and rank 0 reports it. Used at set-up
+// (backend choice, `train`'s checks), around each phase of `eval` and at the end of a run.
 // A training step carries its failure flag in the gradient all-reduce instead, beside the
 // loss, so that it costs no collective of its own.
 #include <cstdint>

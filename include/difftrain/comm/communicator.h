@@ -6,6 +6,8 @@
 
 #include <torch/torch.h>
 
+#include "difftrain/comm/backend.h"
+
 namespace difftrain {
 
 // A collective that was started and may still be running.
@@ -59,9 +61,9 @@ struct BackendFacts {
 };
 BackendFacts backend_facts();
 
-// "auto": nccl when this build has NCCL and LibTorch sees a GPU, else mpi. "nccl" where
-// that is impossible is an error saying why; "mpi" is always possible.
-std::string choose_backend(const std::string& requested, const BackendFacts& facts);
+// auto: nccl when this build has NCCL and LibTorch sees a GPU, else mpi. nccl where that is
+// impossible is an error saying why; mpi is always possible.
+Backend choose_backend(Backend requested, const BackendFacts& facts);
 
 // Where `sample` and `eval` run (`--device`): "auto" is this rank's GPU (cuda:local_rank,
 // or cuda:0 when the rank sees a single GPU) when LibTorch can use one, else the CPU; "cpu";
@@ -75,6 +77,6 @@ torch::Device choose_device(const std::string& requested, int local_rank, const 
 // same backend (a job whose nodes differ is an error on every rank).
 // A collective still blocked after `timeout_s` ends this process with status 1 (its peers
 // are then ended by the launcher), so a dead or hung rank never holds an allocation.
-std::unique_ptr<Communicator> make_communicator(const std::string& backend, double timeout_s = 600);
+std::unique_ptr<Communicator> make_communicator(Backend backend, double timeout_s = 600);
 
 }  // namespace difftrain

@@ -46,7 +46,7 @@ class GradBuckets {
   // costs nothing, where dividing the sum would be one more pass over the gradients.
   void allreduce_sum(Communicator& comm, torch::Tensor& extras);
 
-  // Every gradient, in the parameters' order and layout (their flat_buffer's).
+  // Every gradient, in the parameters' order and layout (their flat buffer's).
   const torch::Tensor& flat_grads() const { return grads_; }
   // Where the extras ride in bucket 0 (float32 [extras], zeroed by zero_grad): values
   // written here and passed to allreduce_sum are summed in place, with no copy.

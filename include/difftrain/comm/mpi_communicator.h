@@ -38,7 +38,8 @@ class MpiCommunicator : public Communicator {
 
 // Before the first collective of a backend, over MPI_COMM_WORLD: every rank calls it with
 // its own error ("" when it has none); when some rank has one, every rank throws the
-// lowest failing rank's message, prefixed "rank R: ". Bounded by `watchdog` when given.
+// lowest failing rank's message, prefixed "rank R: ", as an AgreedError (rank 0 reports it,
+// once). Bounded by `watchdog` when given.
 void agree_over_mpi(const std::string& error, CollectiveWatchdog* watchdog = nullptr);
 
 // MPI_Init_thread once (MPI_THREAD_FUNNELED) and MPI_Finalize at exit; idempotent.

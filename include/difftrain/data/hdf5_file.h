@@ -15,7 +15,7 @@
 
 #include <torch/torch.h>
 
-#include "difftrain/atomic_file.h"
+#include "difftrain/io/atomic_file.h"
 
 namespace difftrain::h5 {
 

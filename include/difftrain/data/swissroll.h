@@ -8,9 +8,4 @@ namespace difftrain {
 // points (t cos t, t sin t) / tmax. The toy recipe uses tmin = pi/2, tmax = 5 pi, N = 100.
 torch::Tensor swissroll_points(int64_t n = 100, double tmin = M_PI / 2, double tmax = 5 * M_PI);
 
-// Euclidean distance from each of `points` [n, 2] to the continuous spiral those points
-// lie on (t from tmin to tmin + tmax), found on a fine grid of t: [n].
-torch::Tensor swissroll_curve_distance(const torch::Tensor& points, double tmin = M_PI / 2,
-                                       double tmax = 5 * M_PI);
-
 }  // namespace difftrain

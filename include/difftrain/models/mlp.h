@@ -17,9 +17,6 @@ class TimeInputMLPImpl : public Denoiser {
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& sigma,
                         const torch::Tensor& labels = {}) override;
   std::vector<int64_t> input_dims() const override { return {dim_}; }
-  // The same function through the Sequential's modules, recorded by autograd op by op (the
-  // path forward() takes under autocast); for tests.
-  torch::Tensor forward_by_layer(const torch::Tensor& x, const torch::Tensor& sigma);
 
  private:
   int64_t dim_;

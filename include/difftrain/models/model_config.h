@@ -2,16 +2,26 @@
 // The `model` section of the config. Which keys apply, and their defaults, depend on
 // `type`: the registry (models/registry.h) fills them in and refuses the others, so that
 // adding a model touches only this folder.
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "difftrain/names.h"
+
 namespace difftrain {
+
+// What the network is trained to output: eps (the noise), x0 (the clean data) or
+// v = sqrt(alpha) eps - sqrt(1 - alpha) x0 with alpha = 1 / (1 + sigma^2).
+enum class Parameterization { eps, x0, v };
+constexpr std::array<Named<Parameterization>, 3> names_of(Parameterization) {
+  return {{{Parameterization::eps, "eps"}, {Parameterization::x0, "x0"}, {Parameterization::v, "v"}}};
+}
 
 struct ModelConfig {
   std::string type = "mlp";              // mlp | dit | unet
-  std::string parameterization = "eps";  // eps | x0 | v
+  Parameterization parameterization = Parameterization::eps;
   int64_t num_classes = 0;               // class-conditional when > 0 (label num_classes = "no label")
 
   std::optional<std::vector<int64_t>> hidden_dims;  // mlp

@@ -11,7 +11,8 @@ namespace difftrain {
 class Ema {
  public:
   // `shadow` is a fresh model of the same type; it starts as a copy of `model`, which it
-  // follows from then on (`model` must outlive the Ema).
+  // follows from then on (`model` must outlive the Ema). Both models' parameters must
+  // already be views of one buffer each (flatten_storage).
   Ema(std::shared_ptr<Denoiser> shadow, Denoiser& model, double decay);
 
   // shadow <- d * shadow + (1 - d) * model, buffers copied, where after `updates` updates

@@ -11,8 +11,8 @@
 #include <ATen/core/ivalue.h>
 #include <torch/torch.h>
 
-#include "difftrain/config.h"
 #include "difftrain/comm/communicator.h"
+#include "difftrain/config.h"
 
 namespace difftrain {
 
@@ -39,7 +39,7 @@ void adam_update_torch_fused(torch::Tensor& values, const torch::Tensor& grads, 
 
 class FlatAdam {
  public:
-  // Makes `params` views of one buffer (if they are not already).
+  // `params` must be views of one buffer (flatten_storage, flat_buffer.h); they stay where they are.
   FlatAdam(std::vector<torch::Tensor> params, const AdamHyper& hyper);
 
   // One step of every parameter, on gradients laid out as the parameters (GradBuckets'

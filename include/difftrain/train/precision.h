@@ -2,16 +2,11 @@
 // train.precision: fp32, or bf16 autocast for the forward pass with fp32 master weights,
 // fp32 gradients and an fp32 all-reduce; the same on the CPU and on GPUs. And train.tf32:
 // TF32 matmuls and convolutions on GPUs.
-#include <string>
-
 #include <torch/torch.h>
 
+#include "difftrain/config.h"
+
 namespace difftrain {
-
-enum class Precision { fp32, bf16 };
-
-// "fp32" or "bf16"; anything else is an error naming train.precision.
-Precision parse_precision(const std::string& name);
 
 // While alive, operations on `device`'s type run under autocast in bfloat16 (nothing
 // changes for fp32). The state before it (enabled or not, and its dtype) comes back after,

@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "difftrain/config.h"
-#include "difftrain/train/checkpoint.h"
+#include "difftrain/io/checkpoint.h"
 
 namespace difftrain {
 
@@ -32,8 +32,5 @@ struct ChangedSetting {
 // of the data must match too.
 std::vector<ChangedSetting> check_resume_config(const ResumePoint& from, const Config& config,
                                                 const std::vector<int64_t>& sample_shape);
-
-// Whether `key` may differ between a checkpoint's config and the config resuming it.
-bool may_change_on_resume(const std::string& key);
 
 }  // namespace difftrain

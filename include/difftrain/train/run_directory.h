@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "difftrain/config.h"
-#include "difftrain/train/checkpoint.h"
+#include "difftrain/io/checkpoint.h"
 #include "difftrain/train/metrics.h"
 #include "difftrain/train/resume.h"
 #include "difftrain/train/run_dir_lock.h"

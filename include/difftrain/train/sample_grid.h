@@ -5,8 +5,8 @@
 #include <vector>
 
 #include "difftrain/config.h"
+#include "difftrain/core/schedule.h"
 #include "difftrain/models/denoiser.h"
-#include "difftrain/schedule.h"
 
 namespace difftrain {
 

@@ -3,21 +3,22 @@
 // loss -> backward -> gradients averaged over ranks -> the same optimizer step everywhere
 // -> EMA. It never knows which communication backend it has. Its parts live in files of
 // their own: set-up and state (trainer.cpp), the step (train_step.cpp), its CUDA-graph
-// capture (step_capture.cpp), the loop that run() and bench() share (train_loop.cpp).
+// capture (step_capture.cpp), the loop that run() and bench() share (train_loop.cpp), the
+// cross-rank parameter checksums (parameter_checksums.cpp).
 #include <exception>
 #include <functional>
 #include <memory>
 #include <optional>
 #include <string>
 
-#include "difftrain/config.h"
-#include "difftrain/data/batch_loader.h"
-#include "difftrain/diffusion.h"
 #include "difftrain/comm/communicator.h"
 #include "difftrain/comm/grad_buckets.h"
+#include "difftrain/config.h"
+#include "difftrain/core/diffusion.h"
+#include "difftrain/core/schedule.h"
+#include "difftrain/data/batch_loader.h"
+#include "difftrain/io/checkpoint.h"
 #include "difftrain/models/denoiser.h"
-#include "difftrain/schedule.h"
-#include "difftrain/train/checkpoint.h"
 #include "difftrain/train/ema.h"
 #include "difftrain/train/loss_by_sigma.h"
 #include "difftrain/train/metrics.h"
@@ -131,7 +132,8 @@ class Trainer {
   // set, unless it was) when it could not run.
   bool replay_captured_step(std::exception_ptr& local_error);
   // The gradient all-reduce after an eager backward: the buckets backward started are
-  // waited for, the rest started. A rank that failed sends zeros with its failure flag set.
+  // waited for, the rest started. A rank that failed still takes part, its failure flag set
+  // in the extras, so that every rank learns of it from the same sums.
   void allreduce_gradients(std::exception_ptr local_error);
   // Skips a step whose loss or gradient norm is not finite (stopping after
   // train.max_bad_steps in a row); else clips and takes the optimizer step. False: skipped.

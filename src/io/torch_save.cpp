@@ -1,4 +1,4 @@
-#include "difftrain/torch_save.h"
+#include "difftrain/io/torch_save.h"
 
 #include <caffe2/serialize/inline_container.h>
 #include <c10/util/Exception.h>

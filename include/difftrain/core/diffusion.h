@@ -7,16 +7,13 @@
 
 #include <torch/torch.h>
 
+#include "difftrain/core/random_streams.h"
+#include "difftrain/core/schedule.h"
 #include "difftrain/models/denoiser.h"
-#include "difftrain/random_streams.h"
-#include "difftrain/schedule.h"
+#include "difftrain/models/model_config.h"
 
 namespace difftrain {
 
-// What the network is trained to output: eps (the noise), x0 (the clean data) or
-// v = sqrt(alpha) eps - sqrt(1 - alpha) x0 with alpha = 1 / (1 + sigma^2).
-enum class Parameterization { eps, x0, v };
-Parameterization parse_parameterization(const std::string& name);
 
 struct TrainSample {
   torch::Tensor x0;     // [B, ...]
@@ -30,10 +27,8 @@ struct TrainSample {
 TrainSample generate_train_sample(const torch::Tensor& x0, const Schedule& schedule,
                                   RandomStream& sigma_draws, RandomStream& eps_draws);
 
-// MSE between the network's output on x0 + sigma * eps and its target: per example [B],
-// and its mean over the batch.
+// MSE between the network's output on x0 + sigma * eps and its target, per example: [B].
 torch::Tensor training_loss_per_example(Denoiser& model, Parameterization p, const TrainSample& s);
-torch::Tensor training_loss(Denoiser& model, Parameterization p, const TrainSample& s);
 
 // The noise estimate the sampler needs, whatever the network predicts.
 torch::Tensor predict_eps(Denoiser& model, Parameterization p, const torch::Tensor& x,

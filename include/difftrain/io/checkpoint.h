@@ -13,7 +13,7 @@
 #include <ATen/core/ivalue.h>
 #include <torch/torch.h>
 
-#include "difftrain/random_streams.h"
+#include "difftrain/core/random_streams.h"
 
 namespace difftrain {
 

@@ -1,20 +1,18 @@
 #pragma once
 // A diffusion noise schedule: N increasing float32 sigmas. Training draws sigma uniformly
 // from them; sampling walks a decreasing subset of them.
-#include <string>
-
 #include <torch/torch.h>
 
-#include "difftrain/config.h"
-#include "difftrain/random_streams.h"
+#include "difftrain/core/random_streams.h"
+#include "difftrain/core/schedule_config.h"
 
 namespace difftrain {
 
 class Schedule {
  public:
-  Schedule(std::string type, torch::Tensor sigmas);
+  Schedule(ScheduleType type, torch::Tensor sigmas);
 
-  const std::string& type() const { return type_; }
+  ScheduleType type() const { return type_; }
   const torch::Tensor& sigmas() const { return sigmas_; }  // float32 [N], on the CPU
   int64_t size() const { return sigmas_.size(0); }
   float operator[](int64_t i) const;
@@ -28,7 +26,7 @@ class Schedule {
   torch::Tensor sample_sigmas(int64_t steps) const;
 
  private:
-  std::string type_;
+  ScheduleType type_;
   torch::Tensor sigmas_;
   mutable torch::Tensor on_device_;  // sigmas_ where sample_batch last drew
 };
@@ -36,11 +34,13 @@ class Schedule {
 // sigma_t = sqrt(1 / prod_{s<=t}(1 - beta_s) - 1), in float32 as the reference computes it.
 torch::Tensor sigmas_from_betas(const torch::Tensor& betas);
 
-Schedule log_linear_schedule(int64_t N, double sigma_min = 0.02, double sigma_max = 10);
-Schedule ddpm_schedule(int64_t N = 1000, double beta_start = 1e-4, double beta_end = 0.02);
-Schedule ldm_schedule(int64_t N = 1000, double beta_start = 0.00085, double beta_end = 0.012);
-Schedule sigmoid_schedule(int64_t N = 1000, double beta_start = 1e-4, double beta_end = 0.02);
-Schedule cosine_schedule(int64_t N = 1000, double max_beta = 0.999);
+// The five schedules, every parameter given: the defaults are the config's
+// (resolve_schedule_config), in one place.
+Schedule log_linear_schedule(int64_t N, double sigma_min, double sigma_max);
+Schedule ddpm_schedule(int64_t N, double beta_start, double beta_end);
+Schedule ldm_schedule(int64_t N, double beta_start, double beta_end);
+Schedule sigmoid_schedule(int64_t N, double beta_start, double beta_end);
+Schedule cosine_schedule(int64_t N, double max_beta);
 
 // The schedule a resolved config names.
 Schedule make_schedule(const ScheduleConfig& config);
@@ -49,7 +49,5 @@ Schedule make_schedule(const ScheduleConfig& config);
 // each above the one before. The error names the config key responsible (e.g.
 // schedule.sigma_max when a log-linear schedule overflows) and the first bad sigma.
 void validate_sigmas(const ScheduleConfig& config, const torch::Tensor& sigmas);
-// validate_sigmas on the schedule the resolved config names.
-void validate_schedule(const ScheduleConfig& config);
 
 }  // namespace difftrain

@@ -1,4 +1,4 @@
-#include "difftrain/train/checkpoint.h"
+#include "difftrain/io/checkpoint.h"
 
 #include <filesystem>
 #include <fstream>
@@ -10,10 +10,10 @@
 #include <torch/csrc/jit/serialization/pickle.h>
 #include <xxhash.h>
 
-#include "difftrain/atomic_file.h"
 #include "difftrain/error.h"
-#include "difftrain/input_file.h"
-#include "difftrain/torch_save.h"
+#include "difftrain/io/atomic_file.h"
+#include "difftrain/io/input_file.h"
+#include "difftrain/io/torch_save.h"
 
 namespace difftrain {
 

@@ -1,17 +1,18 @@
-#include "difftrain/schedule.h"
+#include "difftrain/core/schedule.h"
 
 #include <cmath>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "difftrain/error.h"
 
 namespace difftrain {
 
-Schedule::Schedule(std::string type, torch::Tensor sigmas)
-    : type_(std::move(type)), sigmas_(sigmas.to(torch::kCPU, torch::kFloat32).contiguous()) {
+Schedule::Schedule(ScheduleType type, torch::Tensor sigmas)
+    : type_(type), sigmas_(sigmas.to(torch::kCPU, torch::kFloat32).contiguous()) {
   if (sigmas_.dim() != 1 || sigmas_.size(0) < 1)
-    fail("schedule '{}': expected a non-empty 1-d tensor of sigmas", type_);
+    fail("schedule '{}': expected a non-empty 1-d tensor of sigmas", name_of(type_));
 }
 
 float Schedule::operator[](int64_t i) const { return sigmas_[i].item<float>(); }
@@ -44,22 +45,22 @@ torch::Tensor sigmas_from_betas(const torch::Tensor& betas) {
 }
 
 Schedule log_linear_schedule(int64_t N, double sigma_min, double sigma_max) {
-  return {"loglinear", torch::logspace(std::log10(sigma_min), std::log10(sigma_max), N, 10.0,
+  return {ScheduleType::loglinear, torch::logspace(std::log10(sigma_min), std::log10(sigma_max), N, 10.0,
                                        torch::kFloat32)};
 }
 
 Schedule ddpm_schedule(int64_t N, double beta_start, double beta_end) {
-  return {"ddpm", sigmas_from_betas(torch::linspace(beta_start, beta_end, N, torch::kFloat32))};
+  return {ScheduleType::ddpm, sigmas_from_betas(torch::linspace(beta_start, beta_end, N, torch::kFloat32))};
 }
 
 Schedule ldm_schedule(int64_t N, double beta_start, double beta_end) {
   auto root_betas = torch::linspace(std::sqrt(beta_start), std::sqrt(beta_end), N, torch::kFloat32);
-  return {"ldm", sigmas_from_betas(root_betas.pow(2))};
+  return {ScheduleType::ldm, sigmas_from_betas(root_betas.pow(2))};
 }
 
 Schedule sigmoid_schedule(int64_t N, double beta_start, double beta_end) {
   auto betas = torch::sigmoid(torch::linspace(-6, 6, N, torch::kFloat32)) * (beta_end - beta_start) + beta_start;
-  return {"sigmoid", sigmas_from_betas(betas)};
+  return {ScheduleType::sigmoid, sigmas_from_betas(betas)};
 }
 
 Schedule cosine_schedule(int64_t N, double max_beta) {
@@ -72,7 +73,7 @@ Schedule cosine_schedule(int64_t N, double max_beta) {
     const double t0 = static_cast<double>(i) / N, t1 = static_cast<double>(i + 1) / N;
     betas.push_back(static_cast<float>(std::min(1 - alpha_bar(t1) / alpha_bar(t0), max_beta)));
   }
-  return {"cosine", sigmas_from_betas(torch::tensor(betas, torch::kFloat32))};
+  return {ScheduleType::cosine, sigmas_from_betas(torch::tensor(betas, torch::kFloat32))};
 }
 
 namespace {
@@ -85,8 +86,8 @@ struct Blame {
   const char* hint;
 };
 
-Blame blame(const std::string& type, SigmaFault fault) {
-  if (type == "loglinear") {
+Blame blame(ScheduleType type, SigmaFault fault) {
+  if (type == ScheduleType::loglinear) {
     switch (fault) {
       case SigmaFault::not_finite: return {"schedule.sigma_max", "float32 holds at most 3.4e38; lower it"};
       case SigmaFault::not_positive: return {"schedule.sigma_min", "it is below float32's smallest value; raise it"};
@@ -94,7 +95,7 @@ Blame blame(const std::string& type, SigmaFault fault) {
         return {"schedule.N", "float32 has fewer distinct values between sigma_min and sigma_max; lower it"};
     }
   }
-  const bool cosine = type == "cosine";
+  const bool cosine = type == ScheduleType::cosine;
   switch (fault) {
     case SigmaFault::not_finite:
       return {cosine ? "schedule.max_beta" : "schedule.beta_end",
@@ -126,21 +127,72 @@ void validate_sigmas(const ScheduleConfig& config, const torch::Tensor& sigmas) 
     const std::string what = *fault == SigmaFault::not_finite     ? "is not finite"
                              : *fault == SigmaFault::not_positive ? "is not > 0"
                                                                   : fmt::format("is not above sigma[{}] = {:.9g}", i - 1, v[i - 1]);
-    fail("config: key '{}': the {} schedule's float32 sigma[{}] = {:.9g} {}: {}", key, config.type, i, v[i], what,
+    fail("config: key '{}': the {} schedule's float32 sigma[{}] = {:.9g} {}: {}", key, name_of(config.type), i, v[i], what,
          hint);
   }
 }
 
-void validate_schedule(const ScheduleConfig& config) { validate_sigmas(config, make_schedule(config).sigmas()); }
-
 Schedule make_schedule(const ScheduleConfig& s) {
   if (!s.N) fail("make_schedule: the schedule config is not resolved");
-  if (s.type == "loglinear") return log_linear_schedule(*s.N, *s.sigma_min, *s.sigma_max);
-  if (s.type == "ddpm") return ddpm_schedule(*s.N, *s.beta_start, *s.beta_end);
-  if (s.type == "ldm") return ldm_schedule(*s.N, *s.beta_start, *s.beta_end);
-  if (s.type == "sigmoid") return sigmoid_schedule(*s.N, *s.beta_start, *s.beta_end);
-  if (s.type == "cosine") return cosine_schedule(*s.N, *s.max_beta);
-  fail("config: key 'schedule.type': unknown schedule '{}'", s.type);
+  switch (s.type) {
+    case ScheduleType::loglinear: return log_linear_schedule(*s.N, *s.sigma_min, *s.sigma_max);
+    case ScheduleType::ddpm: return ddpm_schedule(*s.N, *s.beta_start, *s.beta_end);
+    case ScheduleType::ldm: return ldm_schedule(*s.N, *s.beta_start, *s.beta_end);
+    case ScheduleType::sigmoid: return sigmoid_schedule(*s.N, *s.beta_start, *s.beta_end);
+    case ScheduleType::cosine: return cosine_schedule(*s.N, *s.max_beta);
+  }
+  fail("make_schedule: schedule type {} is not in its table", static_cast<int>(s.type));
+}
+
+namespace {
+
+void require(bool ok, const char* key, const std::string& what) {
+  if (!ok) fail("config: key '{}': {}", key, what);
+}
+
+template <typename T>
+void not_for(const std::optional<T>& value, const char* key, ScheduleType type) {
+  if (value) fail("config: key '{}' does not apply to schedule type '{}'", key, name_of(type));
+}
+
+}  // namespace
+
+void resolve_schedule_config(ScheduleConfig& s) {
+  const ScheduleType t = s.type;
+  if (t == ScheduleType::loglinear) {
+    not_for(s.beta_start, "schedule.beta_start", t);
+    not_for(s.beta_end, "schedule.beta_end", t);
+    not_for(s.max_beta, "schedule.max_beta", t);
+    s.N = s.N.value_or(200);
+    s.sigma_min = s.sigma_min.value_or(0.005);
+    s.sigma_max = s.sigma_max.value_or(10.0);
+    require(*s.sigma_min > 0, "schedule.sigma_min", fmt::format("must be > 0, got {}", *s.sigma_min));
+    require(*s.sigma_min < *s.sigma_max, "schedule.sigma_min",
+            fmt::format("must be < schedule.sigma_max ({}), got {}", *s.sigma_max, *s.sigma_min));
+  } else {
+    not_for(s.sigma_min, "schedule.sigma_min", t);
+    not_for(s.sigma_max, "schedule.sigma_max", t);
+    if (t != ScheduleType::cosine) not_for(s.max_beta, "schedule.max_beta", t);
+    s.N = s.N.value_or(1000);
+    const bool ldm = t == ScheduleType::ldm;
+    s.beta_start = s.beta_start.value_or(ldm ? 0.00085 : 0.0001);
+    s.beta_end = s.beta_end.value_or(ldm ? 0.012 : 0.02);
+    if (t == ScheduleType::cosine) {
+      // Cosine derives its betas from alpha-bar; beta_start/beta_end are accepted (as in
+      // the reference) but unused.
+      s.max_beta = s.max_beta.value_or(0.999);
+      require(*s.max_beta > 0 && *s.max_beta < 1, "schedule.max_beta",
+              fmt::format("must be in (0, 1), got {}", *s.max_beta));
+    }
+    require(*s.beta_start > 0 && *s.beta_start < 1, "schedule.beta_start",
+            fmt::format("must be in (0, 1), got {}", *s.beta_start));
+    require(*s.beta_end > 0 && *s.beta_end < 1, "schedule.beta_end",
+            fmt::format("must be in (0, 1), got {}", *s.beta_end));
+    require(*s.beta_start <= *s.beta_end, "schedule.beta_start",
+            fmt::format("must be <= schedule.beta_end ({}), got {}", *s.beta_end, *s.beta_start));
+  }
+  require(*s.N >= 1, "schedule.N", fmt::format("must be >= 1, got {}", *s.N));
+  validate_sigmas(s, make_schedule(s).sigmas());
 }
 
 }  // namespace difftrain

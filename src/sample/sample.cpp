@@ -1,4 +1,4 @@
-#include "difftrain/sample.h"
+#include "difftrain/sample/sample.h"
 
 #include <sys/stat.h>
 
@@ -11,18 +11,18 @@
 
 #include <fmt/format.h>
 
-#include "difftrain/atomic_file.h"
+#include "difftrain/comm/communicator.h"
 #include "difftrain/config.h"
+#include "difftrain/core/diffusion.h"
+#include "difftrain/core/random_streams.h"
+#include "difftrain/core/schedule.h"
 #include "difftrain/data/hdf5_file.h"
 #include "difftrain/data/sharded_dataset.h"
-#include "difftrain/diffusion.h"
 #include "difftrain/error.h"
+#include "difftrain/io/atomic_file.h"
+#include "difftrain/io/checkpoint.h"
 #include "difftrain/models/registry.h"
 #include "difftrain/plot/samples_png.h"
-#include "difftrain/schedule.h"
-#include "difftrain/train/checkpoint.h"
-#include "difftrain/comm/communicator.h"
-#include "difftrain/random_streams.h"
 
 namespace difftrain {
 
@@ -159,7 +159,7 @@ SamplingModel load_sampling_model(const std::string& checkpoint, bool use_ema, b
 
 torch::Tensor generate(SamplingModel& m, int64_t n, const torch::Tensor& labels, const GenerateParams& params,
                        RandomStream& noise, const std::string& what) {
-  return generate(*m.model, m.schedule, parse_parameterization(m.config.model.parameterization), m.sample_shape, n,
+  return generate(*m.model, m.schedule, m.config.model.parameterization, m.sample_shape, n,
                   labels, params, noise, what);
 }
 

@@ -1,4 +1,4 @@
-#include "difftrain/atomic_file.h"
+#include "difftrain/io/atomic_file.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -125,12 +125,6 @@ void StagedFiles::publish() {
   for (const auto& s : staged_) dirs.insert(directory_of(s.target));
   staged_.clear();
   for (const auto& dir : dirs) fsync_directory(dir);
-}
-
-void write_atomically(const std::string& path, const std::function<void(const std::string&)>& write) {
-  StagedFiles file;
-  file.stage(path, write);
-  file.publish();
 }
 
 void write_file_atomically(const std::string& path, const std::vector<char>& bytes) {

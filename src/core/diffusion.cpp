@@ -1,15 +1,8 @@
-#include "difftrain/diffusion.h"
+#include "difftrain/core/diffusion.h"
 
 #include "difftrain/error.h"
 
 namespace difftrain {
-
-Parameterization parse_parameterization(const std::string& name) {
-  if (name == "eps") return Parameterization::eps;
-  if (name == "x0") return Parameterization::x0;
-  if (name == "v") return Parameterization::v;
-  fail("unknown parameterization '{}' (expected eps, x0 or v)", name);
-}
 
 TrainSample generate_train_sample(const torch::Tensor& x0, const Schedule& schedule,
                                   RandomStream& sigma_draws, RandomStream& eps_draws) {
@@ -40,10 +33,6 @@ torch::Tensor training_loss_per_example(Denoiser& model, Parameterization p, con
     }
   }
   return (out - target).square().flatten(1).mean(1);
-}
-
-torch::Tensor training_loss(Denoiser& model, Parameterization p, const TrainSample& s) {
-  return training_loss_per_example(model, p, s).mean();
 }
 
 torch::Tensor predict_eps(Denoiser& model, Parameterization p, const torch::Tensor& x,

@@ -1,4 +1,4 @@
-#include "difftrain/random_streams.h"
+#include "difftrain/core/random_streams.h"
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>

@@ -1,4 +1,4 @@
-#include "difftrain/input_file.h"
+#include "difftrain/io/input_file.h"
 
 #include <sys/stat.h>
 

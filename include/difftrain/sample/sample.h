@@ -7,9 +7,9 @@
 #include <torch/torch.h>
 
 #include "difftrain/config.h"
-#include "difftrain/diffusion.h"
+#include "difftrain/core/diffusion.h"
+#include "difftrain/core/schedule.h"
 #include "difftrain/models/denoiser.h"
-#include "difftrain/schedule.h"
 
 namespace difftrain {
 
