@@ -39,11 +39,12 @@ Command add_classifier(CLI::App& app) {
   classifier->add_option("--test", co->test, "Test images with labels y, for the accuracy")->required();
   classifier->add_option("--out", *out, "Classifier file to write (.pt)")->required();
   classifier->add_option("--epochs", co->epochs, "Passes over the training images (3: 0.92 on Fashion-MNIST)")
+      ->check(integer_in(1))
       ->capture_default_str();
   classifier->add_option("--seed", co->seed, "Seed of the initial weights and the shuffling, in [0, 2^63-1]")
-      ->check(CLI::Validator(check_seed, "SEED"))
+      ->check(integer_in(0))
       ->capture_default_str();
-  classifier->add_option("--batch", co->batch_size, "Images per Adam step")->capture_default_str();
+  classifier->add_option("--batch", co->batch_size, "Images per Adam step")->check(integer_in(1))->capture_default_str();
   classifier->footer(
       "\nPrints one JSON line: {\"test_accuracy\", \"epochs\", \"seconds\", \"out\"}; each epoch's loss goes to stderr.\n"
       "By default `difftrain eval` looks for it as classifier.pt beside the training data's directory.");

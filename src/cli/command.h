@@ -3,8 +3,10 @@
 // the CLI11 app, with its options and help text, and returns what runs it once the arguments
 // are parsed (train.cpp adds `bench` too: it trains, untimed then timed); common.cpp holds
 // what several share. src/main.cpp lists them. The README's "Commands" section documents each.
+#include <cstdint>
 #include <exception>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -37,10 +39,12 @@ void report(const std::string& message);
 // "CONFIG.yaml key.sub=value ...": the first word without '=' is the config file.
 void split_config_args(const std::vector<std::string>& args, std::string& config, std::vector<std::string>& overrides);
 
-// A CLI11 validator for seeds: an integer in [0, 2^63-1]. CLI11 reads integers with
-// strtoll, which clamps anything beyond int64 to its largest value: different large seeds
-// would silently draw the same samples.
-std::string check_seed(std::string& text);
+// A CLI11 validator for an integer option: the text as typed must be a decimal integer in
+// [lo, hi]; otherwise "must be an integer in [lo, hi], got 'TEXT'". Every integer option
+// takes one: CLI11 reads integers with strtoll, which clamps anything beyond int64 to its
+// largest value, so that different large seeds would silently draw the same samples and a
+// 20-digit step count would silently become another.
+CLI::Validator integer_in(int64_t lo, int64_t hi = std::numeric_limits<int64_t>::max());
 
 // The exit status of a multi-rank command that failed, and who says why: an agreed
 // failure is reported by rank 0, a shared one (comm/agreement.h) by the rank it came from;

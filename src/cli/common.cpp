@@ -47,13 +47,17 @@ std::string unknown_command_message(const std::string& word, const std::vector<s
                      nearest.empty() ? "" : fmt::format("did you mean '{}'?; ", nearest), fmt::join(commands, ", "));
 }
 
-std::string check_seed(std::string& text) {
-  uint64_t value = 0;
-  const char* end = text.data() + text.size();
-  const auto [stop, error] = std::from_chars(text.data(), end, value);
-  if (error != std::errc() || stop != end || value > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
-    return fmt::format("must be an integer in [0, {}], got '{}'", std::numeric_limits<int64_t>::max(), abbreviate(text));
-  return "";
+CLI::Validator integer_in(int64_t lo, int64_t hi) {
+  return CLI::Validator(
+      [lo, hi](std::string& text) -> std::string {
+        int64_t value = 0;
+        const char* end = text.data() + text.size();
+        const auto [stop, error] = std::from_chars(text.data(), end, value);
+        if (error != std::errc() || stop != end || value < lo || value > hi)
+          return fmt::format("must be an integer in [{}, {}], got '{}'", lo, hi, abbreviate(text));
+        return "";
+      },
+      fmt::format("INT in [{}, {}]", lo, hi));
 }
 
 int exit_after_failure(std::exception_ptr failure, Communicator& comm) {

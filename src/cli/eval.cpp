@@ -30,12 +30,15 @@ Command add_eval(CLI::App& app) {
   auto weights = std::make_shared<std::string>("ema");
   auto* eval = app.add_subcommand("eval", "Image quality of a checkpoint (FID in the classifier's feature space) as JSON");
   eval->add_option("--checkpoint", eo->checkpoint, "Checkpoint file (.pt)")->required();
-  eval->add_option("--n", eo->n, "Images per set (generated, untrained, train, test)")->capture_default_str();
+  eval->add_option("--n", eo->n, "Images per set (generated, untrained, train, test)")
+      ->check(integer_in(std::numeric_limits<int64_t>::min()))
+      ->capture_default_str();
   eval->add_option("--cfg-scale", eo->cfg_scale, "Guidance scale (conditional models; default: sample.cfg_scale)");
-  eval->add_option("--steps", eo->steps, "Sampling steps (default: sample.steps)");
+  eval->add_option("--steps", eo->steps, "Sampling steps (default: sample.steps)")
+      ->check(integer_in(std::numeric_limits<int64_t>::min()));
   eval->add_option("--gam", eo->gam, "gamma: 1 for DDPM/DDIM, 2 accelerated (default: sample.gam)");
   eval->add_option("--seed", eo->seed, "Seed of the sampling noise and of the real images drawn, in [0, 2^63-1]")
-      ->check(CLI::Validator(check_seed, "SEED"))
+      ->check(integer_in(0))
       ->capture_default_str();
   eval->add_option("--classifier", eo->classifier,
                    "Classifier file (default: classifier.pt in the parent directory of the config's data.path)");

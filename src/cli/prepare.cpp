@@ -91,14 +91,15 @@ Command add_prepare(CLI::App& app) {
   auto* cmd = app.add_subcommand("prepare", "Write a sharded HDF5 dataset");
   cmd->add_option("NAME", a->name, fmt::format("{}", fmt::join(names, ", ")))->required();
   cmd->add_option("--out", a->out, "Output directory for shard-NNNNN.h5 files")->required();
-  cmd->add_option("--shards", a->shards, "Number of shard files")->capture_default_str();
+  cmd->add_option("--shards", a->shards, "Number of shard files")->check(integer_in(1))->capture_default_str();
   cmd->add_option("--from", a->from,
                   "reshard: input HDF5 files (or globs, or directories); fashion-mnist: the IDX files' directory "
                   "(default /usr/share/datasets/fashion-mnist); image-folder: the folder of class subfolders");
   cmd->add_option("--dataset", a->dataset, "reshard: name of the dataset to copy (default x)");
   cmd->add_option("--split", a->split, "fashion-mnist: train (60000 images, the default) or test (10000)")
       ->check(CLI::IsMember({"train", "test"}));
-  cmd->add_option("--size", a->size, "image-folder: centre-crop each image to a square and resize it to SIZE x SIZE");
+  cmd->add_option("--size", a->size, "image-folder: centre-crop each image to a square and resize it to SIZE x SIZE")
+      ->check(integer_in(std::numeric_limits<int64_t>::min()));
   cmd->add_option("--channels", a->channels,
                   "image-folder: 1 (grey) or 3 (RGB); default RGB if any image is stored in colour, else grey")
       ->check(CLI::IsMember({1, 3}));

@@ -13,12 +13,14 @@ Command add_sample(CLI::App& app) {
   auto* sample = app.add_subcommand("sample", "Draw samples from a checkpoint");
   sample->add_option("--checkpoint", so->checkpoint, "Checkpoint file (.pt)")->required();
   sample->add_option("--out", so->out, "Output HDF5 file (dataset 'samples')")->required();
-  sample->add_option("--n", so->n, "Number of samples (default: the config's sample.n)");
-  sample->add_option("--steps", so->steps, "Sampling steps (default: sample.steps)");
+  sample->add_option("--n", so->n, "Number of samples (default: the config's sample.n)")
+      ->check(integer_in(std::numeric_limits<int64_t>::min()));
+  sample->add_option("--steps", so->steps, "Sampling steps (default: sample.steps)")
+      ->check(integer_in(std::numeric_limits<int64_t>::min()));
   sample->add_option("--gam", so->gam, "gamma: 1 for DDPM/DDIM, 2 accelerated (default: sample.gam)");
   sample->add_option("--mu", so->mu, "mu in [0, 1): 0.5 DDPM, 0 DDIM (default: sample.mu)");
   sample->add_option("--seed", so->seed, "Seed of the sampling noise, in [0, 2^63-1]")
-      ->check(CLI::Validator(check_seed, "SEED"))
+      ->check(integer_in(0))
       ->capture_default_str();
   sample->add_option("--class", so->label, "Class of every sample, or 'all' (each class in turn, one per grid row); "
                                            "conditional models (default: sample.class)");

@@ -50,7 +50,8 @@ Command add_schedule(CLI::App& app) {
   auto steps = std::make_shared<std::optional<int64_t>>();
   auto* cmd = app.add_subcommand("schedule", "Print a noise schedule as JSON");
   cmd->add_option("CONFIG_AND_OVERRIDES", *args, "[CONFIG.yaml] [schedule.key=value ...]");
-  cmd->add_option("--steps", *steps, "Also print the sampler's steps+1 sigmas");
+  cmd->add_option("--steps", *steps, "Also print the sampler's steps+1 sigmas")
+      ->check(integer_in(std::numeric_limits<int64_t>::min()));
   cmd->footer(
       fmt::format("\nSchedule keys: type ({}), N, sigma_min and sigma_max (loglinear),\n"
                   "beta_start and beta_end (ddpm, ldm, sigmoid; cosine accepts and ignores them), max_beta (cosine). "

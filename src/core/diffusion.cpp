@@ -79,6 +79,13 @@ std::optional<int64_t> parse_class_choice(const std::string& text, int64_t num_c
   return k;
 }
 
+void require_guidance_applies(double scale, int64_t num_classes, const std::string& where) {
+  if (num_classes == 0 && scale != 0)
+    fail("{} {}: the model is unconditional (model.num_classes 0); classifier-free guidance needs a class-conditional "
+         "model",
+         where, scale);
+}
+
 torch::Tensor class_labels(std::optional<int64_t> choice, int64_t num_classes, int64_t n) {
   if (choice) return torch::full({n}, *choice, torch::kInt64);
   const int64_t per_class = (n + num_classes - 1) / num_classes;

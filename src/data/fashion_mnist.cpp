@@ -29,6 +29,7 @@ const std::vector<std::string>& fashion_mnist_class_names() {
 std::vector<std::string> prepare_fashion_mnist(const std::string& out_dir, int64_t shards, const std::string& split,
                                                const std::string& from_dir) {
   if (split != "train" && split != "test") fail("prepare fashion-mnist: --split must be train or test, got '{}'", abbreviate(split));
+  refuse_output_inside_input(from_dir, out_dir, "prepare fashion-mnist");
   const std::string prefix = split == "train" ? "train" : "t10k";
   const std::string images_path = find_idx(from_dir, prefix + "-images-idx3-ubyte");
   const std::string labels_path = find_idx(from_dir, prefix + "-labels-idx1-ubyte");

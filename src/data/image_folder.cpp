@@ -7,7 +7,9 @@
 #include <cctype>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <memory>
+#include <optional>
 
 #include "difftrain/data/prepare.h"
 #include "difftrain/error.h"
@@ -85,7 +87,31 @@ Listing list_folder(const std::string& root) {
   return listing;
 }
 
+// stb_image decodes at most 2^30 bytes of pixels; it refuses a larger PNG, but its reason
+// ("too large") is overwritten by "unknown image type" when it goes on to try the other
+// formats. The PNG header says the size: width and height in IHDR, then the colour type.
+constexpr uint64_t kMaxDecodedBytes = uint64_t{1} << 30;
+
+std::optional<std::string> too_large_png(const std::string& path) {
+  unsigned char header[26] = {};
+  std::ifstream in(path, std::ios::binary);
+  if (!in.read(reinterpret_cast<char*>(header), sizeof header)) return std::nullopt;
+  static const unsigned char signature[] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0, 0, 13, 'I', 'H', 'D', 'R'};
+  if (std::memcmp(header, signature, sizeof signature) != 0) return std::nullopt;
+  const auto word = [&](int at) {
+    return uint64_t{header[at]} << 24 | uint64_t{header[at + 1]} << 16 | uint64_t{header[at + 2]} << 8 | header[at + 3];
+  };
+  const uint64_t width = word(16), height = word(20);
+  const int colour_type = header[25];
+  const uint64_t channels = colour_type == 2 || colour_type == 3 ? 3 : colour_type == 4 ? 2 : colour_type == 6 ? 4 : 1;
+  if (width * height * channels <= kMaxDecodedBytes) return std::nullopt;
+  return fmt::format("the image is {}x{} pixels with {} channel{}, too large to decode (at most {} bytes of pixels, "
+                     "e.g. {}x{} grey)",
+                     width, height, channels, channels == 1 ? "" : "s", kMaxDecodedBytes, 32768, 32768);
+}
+
 [[noreturn]] void undecodable(const std::string& path) {
+  if (const auto why = too_large_png(path)) fail("{}: cannot decode image: {}", path, *why);
   const char* reason = stbi_failure_reason();
   fail("{}: cannot decode image: {}", path, reason ? reason : "unknown reason");
 }
@@ -132,6 +158,7 @@ std::vector<std::string> prepare_image_folder(const std::string& from_dir, const
     fail("prepare image-folder: --size must be in [1, 4096], got {}", options.size);
   if (options.channels != 0 && options.channels != 1 && options.channels != 3)
     fail("prepare image-folder: --channels must be 1 or 3, got {}", options.channels);
+  refuse_output_inside_input(from_dir, out_dir, "prepare image-folder");
   const Listing listing = list_folder(from_dir);
   const bool colour = any_in_colour(listing.images);
   const int channels = options.channels ? options.channels : colour ? 3 : 1;

@@ -15,6 +15,7 @@
 #include "difftrain/data/sharded_dataset.h"
 #include "difftrain/data/swissroll.h"
 #include "difftrain/error.h"
+#include "difftrain/io/input_file.h"
 
 namespace difftrain {
 
@@ -98,6 +99,8 @@ std::vector<std::string> prepare_swissroll(const std::string& out_dir, int64_t s
 std::vector<std::string> prepare_reshard(const std::vector<std::string>& inputs, const std::string& out_dir,
                                          int64_t shards, const std::string& name) {
   if (inputs.empty()) fail("prepare reshard: give at least one input file with --from");
+  for (const auto& in : inputs)
+    if (std::error_code ec; std::filesystem::is_directory(in, ec)) refuse_output_inside_input(in, out_dir, "prepare reshard");
   std::string spec;
   for (const auto& in : inputs) spec += (spec.empty() ? "" : ",") + in;
   auto x = ShardedDataset::open(spec, name);
@@ -116,7 +119,7 @@ std::vector<std::string> prepare_reshard(const std::vector<std::string>& inputs,
       out_dir, shards, x.size(),
       [&](int64_t begin, int64_t end) {
         h5::Datasets datasets{{name, x.read_stored(begin, end - begin)}};
-        if (y) datasets.emplace_back("y", y->read_stored(begin, end - begin));
+        if (y) datasets.emplace_back("y", y->as_read(y->read_stored(begin, end - begin)));  // int64
         return datasets;
       },
       class_names.value_or(std::vector<std::string>{}));

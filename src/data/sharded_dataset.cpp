@@ -45,18 +45,27 @@ std::vector<std::string> expand_one(const std::string& item) {
 
 struct DatasetInfo {
   std::vector<int64_t> dims;
-  torch::ScalarType dtype;
+  torch::ScalarType dtype;  // what reads return (HDF5 converts the stored type to it)
+  std::string stored;       // the stored type, for messages: "uint8", "float32", ...
 };
 
+// The type reads ask HDF5 for.
 hid_t hdf5_type(torch::ScalarType t) {
-  return t == torch::kUInt8 ? H5T_NATIVE_UINT8 : t == torch::kInt64 ? H5T_NATIVE_INT64 : H5T_NATIVE_FLOAT;
+  switch (t) {
+    case torch::kUInt8: return H5T_NATIVE_UINT8;
+    case torch::kInt64: return H5T_NATIVE_INT64;
+    case torch::kFloat64: return H5T_NATIVE_DOUBLE;
+    default: return H5T_NATIVE_FLOAT;
+  }
 }
 
-const char* dtype_name(torch::ScalarType t) {
-  return t == torch::kUInt8 ? "uint8" : t == torch::kInt64 ? "int64" : "float32";
+std::string stored_type_name(H5T_class_t cls, std::size_t size, bool is_signed) {
+  if (cls == H5T_INTEGER) return fmt::format("{}int{}", is_signed ? "" : "u", 8 * size);
+  if (cls == H5T_FLOAT) return fmt::format("float{}", 8 * size);
+  return fmt::format("a non-numeric type of {} bytes", size);
 }
 
-DatasetInfo inspect(hid_t file, const std::string& path, const std::string& name) {
+DatasetInfo inspect(hid_t file, const std::string& path, const std::string& name, Contents contents) {
   if (H5Lexists(file, name.c_str(), H5P_DEFAULT) <= 0) fail("{}: has no dataset '{}'", path, name);
   h5::Handle ds(H5Dopen2(file, name.c_str(), H5P_DEFAULT), H5Dclose);
   if (!ds) fail("{}: '{}' is not a dataset", path, name);
@@ -68,18 +77,24 @@ DatasetInfo inspect(hid_t file, const std::string& path, const std::string& name
   h5::Handle type(H5Dget_type(ds.get()), H5Tclose);
   const H5T_class_t cls = H5Tget_class(type.get());
   const std::size_t size = H5Tget_size(type.get());
-  torch::ScalarType dtype;
-  if (cls == H5T_FLOAT && size == 4) {
-    dtype = torch::kFloat32;
-  } else if (cls == H5T_INTEGER && size == 1 && H5Tget_sign(type.get()) == H5T_SGN_NONE) {
-    dtype = torch::kUInt8;
-  } else if (cls == H5T_INTEGER && size == 8 && H5Tget_sign(type.get()) == H5T_SGN_2) {
-    dtype = torch::kInt64;
-  } else {
-    fail("{}: dataset '{}' has an unsupported dtype ({} of {} bytes); expected float32 or uint8 (int64 for labels)",
-         path, name, cls == H5T_FLOAT ? "float" : cls == H5T_INTEGER ? "integer" : "non-numeric type", size);
+  const bool is_signed = cls == H5T_INTEGER && H5Tget_sign(type.get()) == H5T_SGN_2;
+  const std::string stored = stored_type_name(cls, size, is_signed);
+  const std::vector<int64_t> shape(dims.begin(), dims.end());
+  if (contents == Contents::labels) {
+    // Class ids: any integer type reads as int64; floats only when every value is whole
+    // (checked by labels()), never truncated.
+    const bool integer = cls == H5T_INTEGER && (size == 1 || size == 2 || size == 4 || size == 8);
+    const bool floating = cls == H5T_FLOAT && (size == 4 || size == 8);
+    if (!integer && !floating)
+      fail("{}: dataset '{}' holds {}; labels are class ids stored as integers", path, name, stored);
+    if (rank != 1)
+      fail("{}: dataset '{}' ({}) has shape [{}]; labels are one class id per example, shape [n]{}", path, name, stored,
+           fmt::join(shape, ", "), rank == 2 && shape[1] == 1 ? " (store y.reshape(-1))" : "");
+    return {shape, integer ? torch::kInt64 : torch::kFloat64, stored};
   }
-  return {std::vector<int64_t>(dims.begin(), dims.end()), dtype};
+  if (cls == H5T_FLOAT && size == 4) return {shape, torch::kFloat32, stored};
+  if (cls == H5T_INTEGER && size == 1 && !is_signed) return {shape, torch::kUInt8, stored};
+  fail("{}: dataset '{}' holds {}; examples are float32 or uint8 (images, scaled to [-1, 1])", path, name, stored);
 }
 
 }  // namespace
@@ -96,11 +111,11 @@ std::vector<std::string> expand_shard_spec(const std::string& spec) {
 }
 
 ShardedDataset ShardedDataset::open(const std::string& spec, const std::string& dataset) {
-  return open_files(expand_shard_spec(spec), dataset, spec);
+  return open_files(expand_shard_spec(spec), dataset, spec, Contents::examples);
 }
 
 ShardedDataset ShardedDataset::open_files(const std::vector<std::string>& paths, const std::string& dataset,
-                                          const std::string& spec) {
+                                          const std::string& spec, Contents contents) {
   h5::Lock lock(h5::library_mutex());
   ShardedDataset d;
   d.dataset_ = dataset;
@@ -108,14 +123,13 @@ ShardedDataset ShardedDataset::open_files(const std::vector<std::string>& paths,
   std::string first_path;
   for (const auto& path : paths) {
     auto file = h5::open_file(path);
-    const auto info = inspect(file.get(), path, dataset);
+    const auto info = inspect(file.get(), path, dataset, contents);
     const std::vector<int64_t> shape(info.dims.begin() + 1, info.dims.end());
     if (first) {
-      d.sample_shape_ = shape, d.dtype_ = info.dtype, first_path = path, first = false;
+      d.sample_shape_ = shape, d.dtype_ = info.dtype, d.stored_type_ = info.stored, first_path = path, first = false;
     } else if (shape != d.sample_shape_ || info.dtype != d.dtype_) {
       fail("{}: dataset '{}' holds {} examples of shape [{}], but {} holds {} examples of shape [{}]", path,
-           dataset, dtype_name(info.dtype), fmt::join(shape, ", "), first_path, dtype_name(d.dtype_),
-           fmt::join(d.sample_shape_, ", "));
+           dataset, info.stored, fmt::join(shape, ", "), first_path, d.stored_type_, fmt::join(d.sample_shape_, ", "));
     }
     d.shards_.push_back({path, info.dims[0], d.size_});
     d.size_ += info.dims[0];
@@ -133,11 +147,25 @@ std::optional<ShardedDataset> ShardedDataset::labels(const std::string& name) co
     if (H5Lexists(f.get(), name.c_str(), H5P_DEFAULT) <= 0) return std::nullopt;
     paths.push_back(shard.path);
   }
-  auto labels = open_files(paths, name, fmt::format("{}", fmt::join(paths, ",")));
+  auto labels = open_files(paths, name, fmt::format("{}", fmt::join(paths, ",")), Contents::labels);
   for (std::size_t i = 0; i < shards_.size(); ++i)
     if (labels.shards_[i].rows != shards_[i].rows)
       fail("{}: dataset '{}' has {} rows but dataset '{}' has {}; every example needs one label", shards_[i].path,
            name, labels.shards_[i].rows, dataset_, shards_[i].rows);
+  if (labels.dtype_ == torch::kFloat64) {
+    // Float labels pass only as whole numbers a class id can be: 4.5 is no class, and
+    // truncating it would train silently on the wrong one.
+    for (const auto& shard : labels.shards_) {
+      if (shard.rows == 0) continue;
+      const auto v = labels.read_stored(shard.first, shard.rows);
+      const auto bad = (~torch::isfinite(v)) | (v != v.floor()) | (v.abs() > 1e9);
+      if (bad.any().item<bool>()) {
+        const int64_t row = bad.nonzero()[0][0].item<int64_t>();
+        fail("{}: dataset '{}' ({}) row {} holds {}, not a class id; store labels as integers", shard.path, name,
+             labels.stored_type_, row, v[row].item<double>());
+      }
+    }
+  }
   return labels;
 }
 
@@ -156,6 +184,7 @@ torch::Tensor ShardedDataset::read(const std::vector<int64_t>& indices) { return
 torch::Tensor ShardedDataset::as_read(torch::Tensor stored) const {
   // In place: one float buffer instead of three (a 512-image batch is 1.6 MB each).
   if (dtype_ == torch::kUInt8) return stored.to(torch::kFloat32).div_(127.5).sub_(1);
+  if (dtype_ == torch::kFloat64) return stored.to(torch::kInt64);  // labels, whole numbers (labels())
   return stored;
 }
 

@@ -11,13 +11,13 @@
 #include <numeric>
 
 #include <fmt/format.h>
-#include <torch/csrc/jit/serialization/pickle.h>
 
 #include "difftrain/core/random_streams.h"
 #include "difftrain/data/sharded_dataset.h"
 #include "difftrain/error.h"
 #include "difftrain/io/atomic_file.h"
 #include "difftrain/io/checkpoint.h"
+#include "difftrain/io/dict_checksum.h"
 #include "difftrain/io/input_file.h"
 #include "difftrain/io/torch_save.h"
 
@@ -54,8 +54,6 @@ LabeledImages read_labeled(const std::string& spec, const std::string& dataset, 
     fail("classifier: {} {}: no labels (dataset 'y' beside '{}' in every file); the classifier learns from labelled "
          "images",
          option, spec, dataset);
-  if (!labels->sample_shape().empty() || labels->stored_dtype() != torch::kInt64)
-    fail("classifier: {} {}: labels 'y' must be int64 of shape [n]", option, spec);
   std::vector<torch::Tensor> xs, ys;
   constexpr int64_t kChunk = 8192;  // bounds the read's temporary copies
   for (int64_t first = 0; first < examples.size(); first += kChunk) {
@@ -204,19 +202,16 @@ void save_classifier(const std::string& path, const TrainedClassifier& c) {
   d.insert("test_accuracy", c.test_accuracy);
   d.insert("seed", c.seed);
   d.insert("epochs", c.epochs);
+  insert_checksum(d, path);
   write_file_atomically(path, torch_save_bytes(d));
 }
 
 TrainedClassifier load_classifier(const std::string& path) {
   const auto bytes = read_bytes(path);
-  c10::IValue value;
-  try {
-    value = torch::pickle_load(bytes);
-  } catch (const std::exception&) {
-    fail("{}: not a readable classifier file (truncated or corrupt)", path);
-  }
+  const c10::IValue value = load_torch_file(bytes, path, "classifier file");
   if (!value.isGenericDict()) fail("{}: a classifier file holds a dict; this one does not", path);
   const auto d = value.toGenericDict();
+  verify_checksum(d, path);
   auto need = [&](const char* key) {
     const auto it = d.find(key);
     if (it == d.end()) fail("{}: classifier file has no '{}' entry", path, key);

@@ -110,11 +110,20 @@ QualityFigures measure_quality(const QualitySets& sets, const EmbedFn& embed, in
   return f;
 }
 
-EmbedFn classifier_embedding(Classifier classifier) {
-  return [classifier](const torch::Tensor& images) mutable {
+EmbedFn classifier_embedding(Classifier classifier, const std::string& source) {
+  return [classifier, source](const torch::Tensor& images) mutable {
     torch::NoGradGuard no_grad;
     classifier->eval();
     const auto features = classifier->features(images.to(torch::kFloat32).clamp(-1, 1));
+    // Images in [-1, 1] give finite features from sane weights; anything else is the
+    // classifier's doing, and the error must say which file.
+    if (!torch::isfinite(features).all().item<bool>()) {
+      double largest = 0;
+      for (const auto& p : classifier->parameters()) largest = std::max(largest, p.abs().max().item<double>());
+      fail("eval: classifier {} gives non-finite features for images in [-1, 1] (its largest weight is {:g} in "
+           "magnitude); retrain it with `difftrain classifier`",
+           source, largest);
+    }
     return Embedding{features, classifier->logits_of_features(features).argmax(1)};
   };
 }
@@ -206,6 +215,7 @@ EvalReport run_eval(const EvalOptions& o, Communicator& comm) {
       fail("eval: classifier {} was trained on images of shape {}, but the checkpoint's samples have shape {}",
            classifier_path, c10::IntArrayRef(classifier->sample_shape()), c10::IntArrayRef(shape));
     const int64_t num_classes = trained->model->num_classes();
+    if (o.cfg_scale) require_guidance_applies(*o.cfg_scale, num_classes, "eval: --cfg-scale");
     if (num_classes > classifier->num_classes())
       fail("eval: classifier {} knows {} classes, but the model has model.num_classes = {}", classifier_path,
            classifier->num_classes(), num_classes);
@@ -244,7 +254,8 @@ EvalReport run_eval(const EvalOptions& o, Communicator& comm) {
     if (num_classes > 0) report.cfg_scale = params.cfg_scale;
     report.classifier_test_accuracy = trained_classifier.test_accuracy;
   });
-  report.figures = measure_quality(sets, classifier_embedding(classifier), ClassifierImpl::kFeatures, comm);
+  report.figures =
+      measure_quality(sets, classifier_embedding(classifier, report.classifier), ClassifierImpl::kFeatures, comm);
   return report;
 }
 

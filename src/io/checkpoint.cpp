@@ -1,17 +1,18 @@
 #include "difftrain/io/checkpoint.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <limits>
 #include <optional>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
-#include <torch/csrc/jit/serialization/pickle.h>
-#include <xxhash.h>
 
 #include "difftrain/error.h"
 #include "difftrain/io/atomic_file.h"
+#include "difftrain/io/dict_checksum.h"
 #include "difftrain/io/input_file.h"
 #include "difftrain/io/torch_save.h"
 
@@ -35,69 +36,6 @@ torch::OrderedDict<std::string, torch::Tensor> from_dict(const c10::IValue& v, c
     out.insert(item.key().toStringRef(), item.value().toTensor());
   }
   return out;
-}
-
-constexpr const char* kChecksumAlgorithm = "XXH3-64 of every other entry, in order";
-
-// A hash of a checkpoint's contents as values, not as pickle bytes: every tensor's dtype,
-// shape and data, every number and string, in the dict's order. A flipped bit anywhere in
-// the values changes it; Python re-pickling the same values keeps it.
-class ContentHash {
- public:
-  ContentHash() : state_(XXH3_createState()) { XXH3_64bits_reset(state_); }
-  ~ContentHash() { XXH3_freeState(state_); }
-  ContentHash(const ContentHash&) = delete;
-  ContentHash& operator=(const ContentHash&) = delete;
-
-  void add(const c10::IValue& v, const std::string& where) {
-    if (v.isTensor()) {
-      const auto t = v.toTensor().cpu().contiguous();
-      tag('T');
-      bytes(static_cast<int64_t>(t.scalar_type()));
-      bytes(static_cast<int64_t>(t.dim()));
-      for (auto d : t.sizes()) bytes(d);
-      XXH3_64bits_update(state_, t.data_ptr(), t.numel() * t.element_size());
-    } else if (v.isInt()) {
-      tag('I'), bytes(v.toInt());
-    } else if (v.isDouble()) {
-      tag('D'), bytes(v.toDouble());
-    } else if (v.isBool()) {
-      tag('B'), bytes(v.toBool());
-    } else if (v.isString()) {
-      tag('S'), text(v.toStringRef());
-    } else if (v.isNone()) {
-      tag('N');
-    } else if (v.isList()) {
-      const auto list = v.toListRef();
-      tag('L'), bytes(static_cast<int64_t>(list.size()));
-      for (const auto& item : list) add(item, where);
-    } else if (v.isTuple()) {
-      const auto& items = v.toTupleRef().elements();
-      tag('U'), bytes(static_cast<int64_t>(items.size()));
-      for (const auto& item : items) add(item, where);
-    } else if (v.isGenericDict()) {
-      const auto dict = v.toGenericDict();
-      tag('M'), bytes(static_cast<int64_t>(dict.size()));
-      for (const auto& item : dict) add(item.key(), where), add(item.value(), where);
-    } else {
-      fail("{}: cannot checksum a value of type {}", where, v.tagKind());
-    }
-  }
-  int64_t value() const { return static_cast<int64_t>(XXH3_64bits_digest(state_)); }
-
- private:
-  XXH3_state_t* state_;
-  void tag(char t) { XXH3_64bits_update(state_, &t, 1); }
-  template <typename T>
-  void bytes(T v) { XXH3_64bits_update(state_, &v, sizeof v); }
-  void text(const std::string& s) { bytes(static_cast<int64_t>(s.size())), XXH3_64bits_update(state_, s.data(), s.size()); }
-};
-
-int64_t content_checksum(const c10::impl::GenericDict& d, const std::string& where) {
-  ContentHash hash;
-  for (const auto& item : d)
-    if (item.key().toStringRef() != "checksum") hash.add(item.key(), where), hash.add(item.value(), where);
-  return hash.value();
 }
 
 // Names the first floating-point tensor under `v` holding a NaN or Inf: "model/net.0.bias".
@@ -178,13 +116,35 @@ void save_checkpoint(const std::vector<std::string>& paths, const Checkpoint& c)
   rng.insert("scheme", c.stream_scheme);
   d.insert("rng", rng);
   d.insert("retained", c10::List<int64_t>(c.retained_steps));
-  c10::impl::GenericDict checksum(c10::StringType::get(), c10::AnyType::get());
-  checksum.insert("algorithm", std::string(kChecksumAlgorithm));
-  checksum.insert("value", content_checksum(d, paths.front()));
-  d.insert("checksum", checksum);
+  insert_checksum(d, paths.front());
   const auto bytes = torch_save_bytes(d);
   for (const auto& path : paths) write_file_atomically(path, bytes);
 }
+
+namespace {
+
+// A checksum proves only that the file is as it was written, not that what was written is
+// possible: every number a resume acts on is checked against what a run can produce.
+void check_fields(const Checkpoint& c, const std::string& path) {
+  const auto refuse = [&](const char* entry, const std::string& why) {
+    fail("{}: checkpoint entry '{}' {}: the file was not written by a run", path, entry, why);
+  };
+  if (c.step < 0) refuse("step", fmt::format("is {}, below 0", c.step));
+  if (c.skipped_steps < 0 || c.skipped_steps > c.step)
+    refuse("skipped_steps", fmt::format("is {}, outside [0, step = {}]", c.skipped_steps, c.step));
+  if (c.world_size < 1) refuse("data.world_size", fmt::format("is {}, below 1", c.world_size));
+  if (c.data_position < 0) refuse("data.position", fmt::format("is {}, below 0", c.data_position));
+  if (c.world_size >= 1 && c.data_position > std::numeric_limits<int64_t>::max() / c.world_size)
+    refuse("data.position", fmt::format("is {}: times data.world_size = {} it overflows int64", c.data_position, c.world_size));
+  if (c.seed < 0) refuse("rng.seed", fmt::format("is {}, below 0", c.seed));
+  if (c.config_yaml.empty()) refuse("config", "is empty");
+  if (c.sample_shape.empty() || std::any_of(c.sample_shape.begin(), c.sample_shape.end(), [](int64_t d) { return d < 1; }))
+    refuse("sample_shape", fmt::format("is [{}], not the shape of an example", fmt::join(c.sample_shape, ", ")));
+  for (const int64_t s : c.retained_steps)
+    if (s < 0) refuse("retained", fmt::format("names step {}", s));
+}
+
+}  // namespace
 
 Checkpoint load_checkpoint(const std::string& path) {
   // A directory opens as a stream on Linux and then throws std::ios_base::failure on read,
@@ -201,23 +161,10 @@ Checkpoint load_checkpoint(const std::string& path) {
     fail("{}: cannot read checkpoint: {}", path, e.what());
   }
   if (bytes.empty()) fail("{}: checkpoint file is empty", path);
-  c10::IValue value;
-  try {
-    value = torch::pickle_load(bytes);
-  } catch (const std::exception&) {
-    fail("{}: not a readable checkpoint (truncated or corrupt)", path);
-  }
+  const c10::IValue value = load_torch_file(bytes, path, "checkpoint");
   if (!value.isGenericDict()) fail("{}: checkpoint is not a dict", path);
   auto d = value.toGenericDict();
-  if (auto it = d.find("checksum"); it != d.end()) {
-    int64_t stored = 0;
-    try {
-      stored = it->value().toGenericDict().at("value").toInt();
-    } catch (const c10::Error&) {
-      fail("{}: checkpoint's checksum entry is damaged", path);
-    }
-    if (content_checksum(d, path) != stored) fail("{}: checksum mismatch: the file is damaged", path);
-  }
+  verify_checksum(d, path);
   auto need = [&](const char* key) {
     auto it = d.find(key);
     if (it == d.end()) fail("{}: checkpoint has no '{}' entry", path, key);
@@ -244,6 +191,7 @@ Checkpoint load_checkpoint(const std::string& path) {
     fail("{}: checkpoint entries have unexpected types", path);
   }
   if (const auto bad = first_non_finite(c)) fail("{}: '{}' holds a NaN or Inf: the file is damaged", path, *bad);
+  check_fields(c, path);
   return c;
 }
 

@@ -10,6 +10,7 @@
 #include <fmt/ranges.h>
 
 #include "difftrain/error.h"
+#include "difftrain/memory.h"
 #include "difftrain/models/dit.h"
 #include "difftrain/models/mlp.h"
 #include "difftrain/models/unet.h"
@@ -69,19 +70,6 @@ struct is_optional : std::false_type {};
 template <typename T>
 struct is_optional<std::optional<T>> : std::true_type {};
 
-// "7.2 TB": sizes to the nearest unit a person reads at a glance.
-std::string human_bytes(long double bytes) {
-  static const char* units[] = {"bytes", "KB", "MB", "GB", "TB", "PB", "EB"};
-  int u = 0;
-  while (bytes >= 1000 && u < 6) bytes /= 1000, ++u;
-  return u == 0 ? fmt::format("{} bytes", static_cast<int64_t>(bytes)) : fmt::format("{:.1f} {}", static_cast<double>(bytes), units[u]);
-}
-
-long double physical_memory_bytes() {
-  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
-  return pages > 0 && page > 0 ? static_cast<long double>(pages) * page : 0;
-}
-
 // LibTorch prefixes allocation failures with the source line and condition that noticed
 // them ("[enforce fail at alloc_cpu.cpp:75] err == 0. "), which tell the user nothing.
 std::string without_enforce_prefix(const std::string& text) {
@@ -125,12 +113,35 @@ void resolve_model_config(ModelConfig& m) {
   type.resolve(m);
 }
 
-double inference_activations(const ModelConfig& unresolved, const std::vector<int64_t>& sample_shape) {
+std::string describe_model(const ModelConfig& unresolved) {
   ModelConfig config = unresolved;
   resolve_model_config(config);
+  return describe_keys(config, find_type(config.type));
+}
+
+namespace {
+
+// The resolved config's type, once the shape is known to fit it (the counts index into it).
+const ModelType& checked_type(ModelConfig& config, const std::vector<int64_t>& sample_shape,
+                              const std::string& shape_source) {
+  resolve_model_config(config);
   const ModelType& type = find_type(config.type);
-  type.check_shape(config, sample_shape, "the sample shape");  // the estimates index into it
-  return type.activations(config, sample_shape);
+  type.check_shape(config, sample_shape, shape_source);
+  return type;
+}
+
+}  // namespace
+
+long double parameter_count(const ModelConfig& unresolved, const std::vector<int64_t>& sample_shape,
+                            const std::string& shape_source) {
+  ModelConfig config = unresolved;
+  return checked_type(config, sample_shape, shape_source).parameters(config, sample_shape);
+}
+
+double inference_activations(const ModelConfig& unresolved, const std::vector<int64_t>& sample_shape,
+                             const std::string& shape_source) {
+  ModelConfig config = unresolved;
+  return checked_type(config, sample_shape, shape_source).activations(config, sample_shape);
 }
 
 std::shared_ptr<Denoiser> make_model(const ModelConfig& unresolved, const std::vector<int64_t>& sample_shape,

@@ -150,9 +150,15 @@ LineChart loss_by_sigma_chart(const std::vector<const LossRecord*>& binned, cons
 }  // namespace
 
 std::vector<LossRecord> read_loss_records(const std::string& path, std::vector<std::string>& notes) {
+  if (std::error_code ec; fs::is_directory(path, ec)) fail("{}: is a directory, not a metrics file", path);
   std::ifstream in(path, std::ios::binary);
   if (!in) fail("{}: cannot read: {}", path, std::strerror(errno));
-  const std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  std::string text;
+  try {
+    text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  } catch (const std::exception&) {
+    fail("{}: cannot read: {}", path, std::strerror(errno));
+  }
   if (in.bad()) fail("{}: cannot read: {}", path, std::strerror(errno));
   if (text.find_first_not_of(" \t\r\n") == std::string::npos) fail("{}: empty: the run has not logged a step yet", path);
   std::vector<LossRecord> records;
@@ -179,6 +185,16 @@ std::vector<LossRecord> read_loss_records(const std::string& path, std::vector<s
       fail("{}: a loss record needs an integer \"step\": {}", where, abbreviate(line));
     LossRecord r;
     r.step = j["step"].get<int64_t>();
+    if (!records.empty() && r.step <= records.back().step) {
+      // Steps logged again: a run resumed from an earlier checkpoint than its last logged
+      // step, or a file written twice. The later records replace those from that step on,
+      // so the curve is the run's last history and never runs backwards.
+      notes.push_back(fmt::format("{}: step {} follows step {}: the steps from {} on were logged again (a run resumed "
+                                  "from an earlier checkpoint, or the file written twice); the later records are drawn",
+                                  where, r.step, records.back().step, r.step));
+      records.erase(std::find_if(records.begin(), records.end(), [&](const LossRecord& kept) { return kept.step >= r.step; }),
+                    records.end());
+    }
     r.loss = loss_value(j["loss"], where, "loss");
     if (j.contains("loss_by_sigma")) r.by_sigma = read_loss_by_sigma(j["loss_by_sigma"], where);
     records.push_back(std::move(r));

@@ -19,6 +19,7 @@
 #include "difftrain/data/hdf5_file.h"
 #include "difftrain/data/sharded_dataset.h"
 #include "difftrain/error.h"
+#include "difftrain/memory.h"
 #include "difftrain/io/atomic_file.h"
 #include "difftrain/io/checkpoint.h"
 #include "difftrain/models/registry.h"
@@ -116,16 +117,6 @@ std::vector<char> samples_picture(const torch::Tensor& samples, const torch::Ten
 }
 
 namespace {
-
-// MemAvailable from /proc/meminfo; nothing where there is no such file.
-std::optional<double> available_memory_bytes() {
-  std::ifstream in("/proc/meminfo");
-  std::string name, unit;
-  double kib = 0;
-  while (in >> name >> kib >> unit)
-    if (name == "MemAvailable:") return kib * 1024;
-  return std::nullopt;
-}
 
 std::string gib(double bytes) { return fmt::format("{:.1f} GiB", bytes / (1024.0 * 1024 * 1024)); }
 
@@ -229,6 +220,7 @@ torch::Tensor run_sample(const SampleOptions& o) {
   const int64_t num_classes = m.model->num_classes();
   const auto choice = parse_class_choice(o.label.value_or(config.sample.label), num_classes,
                                          o.label ? "sample: --class" : "sample.class (from the checkpoint's config)");
+  if (o.cfg_scale) require_guidance_applies(*o.cfg_scale, num_classes, "sample: --cfg-scale");
   const torch::Tensor labels = num_classes > 0 ? class_labels(choice, num_classes, n) : torch::Tensor();
   GenerateParams gp{steps, params, o.cfg_scale.value_or(config.sample.cfg_scale)};
   auto noise = random_stream(static_cast<uint64_t>(o.seed), 0, Stream::sample, 0, device);

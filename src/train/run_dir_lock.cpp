@@ -25,12 +25,14 @@ std::string host_name() {
   return name;
 }
 
+constexpr const char* kNoHolder = "a process that has not written its name yet";
+
 std::string read_holder(int fd) {
   char text[512] = {};
   const ssize_t n = ::pread(fd, text, sizeof text - 1, 0);
   std::string holder(text, n > 0 ? static_cast<std::size_t>(n) : 0);
   while (!holder.empty() && (holder.back() == '\n' || holder.back() == '\0')) holder.pop_back();
-  return holder.empty() ? "a process that has not written its name yet" : holder;
+  return holder.empty() ? kNoHolder : holder;
 }
 
 // An open-file-description lock (per open file, not per process, so a second lock in the
@@ -69,6 +71,13 @@ RunDirLock::RunDirLock(const std::string& run_dir) : run_dir_(run_dir) {
                path, std::strerror(error));
     return;
   }
+  // The lock itself went with its holder (the kernel drops it when the process ends); a
+  // holder's record still in the file says that holder ended without releasing it.
+  if (const std::string previous = read_holder(fd_); previous != kNoHolder)
+    fmt::print(stderr,
+               "difftrain: note: {}: the last run here ({}) ended without releasing the run directory (killed?); its "
+               "lock is stale, taking it over\n",
+               path, previous);
   const std::time_t now = std::time(nullptr);
   std::tm local{};
   ::localtime_r(&now, &local);
@@ -88,7 +97,11 @@ void RunDirLock::release_and_remove_if_new() {
 }
 
 RunDirLock::~RunDirLock() {
-  if (fd_ >= 0) ::close(fd_);  // closing the descriptor releases the lock
+  if (fd_ < 0) return;
+  // An empty record: the next run knows this one ended cleanly. Closing releases the lock.
+  const bool cleared = ::ftruncate(fd_, 0) == 0;  // if not, the next run notes a stale lock: harmless
+  ::close(fd_);
+  (void)cleared;
 }
 
 }  // namespace difftrain

@@ -1,11 +1,13 @@
 #include "difftrain/train/trainer.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "difftrain/comm/agreement.h"
 #include "difftrain/core/random_streams.h"
 #include "difftrain/error.h"
 #include "difftrain/flat_buffer.h"
+#include "difftrain/memory.h"
 #include "difftrain/models/registry.h"
 #include "difftrain/train/optimizer.h"
 #include "difftrain/train/resume.h"
@@ -18,10 +20,33 @@ namespace {
 
 // Labels index the model's class embedding: one out of range would read past it (or, at
 // num_classes, silently train the "no label" row).
+// What a rank holds while training on the CPU, in float32 values: the parameters, their
+// gradients (the buckets), Adam's two moments and the EMA copy (5 per parameter), and the
+// micro-batch's activations, which autograd keeps for backward (about twice the peak of a
+// forward pass without autograd). The ranks of a node share its memory. Refused before
+// anything is allocated: past what is free, the kernel's OOM killer ends the run without a
+// word. (On a GPU the allocator's own error names the device and the size.)
+void require_memory_for_training(const Config& c, const std::vector<int64_t>& shape, const std::string& shape_source,
+                                 int64_t micro_batch, int local_ranks) {
+  const long double parameters = parameter_count(c.model, shape, shape_source);
+  const long double state = 5 * parameters * sizeof(float);
+  const long double activations =
+      2.0L * micro_batch * inference_activations(c.model, shape, shape_source) * sizeof(float);
+  const auto available = available_memory_bytes();
+  if (!available) return;
+  const long double share = *available / std::max(local_ranks, 1);
+  if (state + activations > share)
+    fail("config: {}: training needs about {} per rank ({:.3g} parameters: {} for the weights, gradients, Adam "
+         "moments and EMA; {} for the activations of a micro-batch of {}), but {} is available{} (MemAvailable); shrink "
+         "the model or train.batch_size, or raise train.grad_accum",
+         describe_model(c.model), human_bytes(state + activations), static_cast<double>(parameters), human_bytes(state), human_bytes(activations),
+         micro_batch, human_bytes(share), local_ranks > 1 ? fmt::format(" to each of this node's {} ranks", local_ranks) : "");
+}
+
 void check_label_range(ShardedDataset& labels, int64_t num_classes) {
   for (const auto& shard : labels.shards()) {
     if (shard.rows == 0) continue;
-    const auto y = labels.read_stored(shard.first, shard.rows);
+    const auto y = labels.as_read(labels.read_stored(shard.first, shard.rows));
     const int64_t lo = y.min().item<int64_t>(), hi = y.max().item<int64_t>();
     if (lo < 0 || hi >= num_classes)
       fail("{}: dataset 'y' holds label {}, outside [0, {}] (model.num_classes {})", shard.path, lo < 0 ? lo : hi,
@@ -51,9 +76,6 @@ Trainer::Trainer(Config config, Communicator& comm, TrainOptions options)
   dataset_ = ShardedDataset::open(config_.data.path, config_.data.dataset);
   sample_shape_ = dataset_->sample_shape();
   dataset_size_ = dataset_->size();
-  if (dataset_->stored_dtype() == torch::kInt64)
-    fail("{}: dataset '{}' holds int64 values (labels?); training data must be float32 or uint8", config_.data.path,
-         config_.data.dataset);
   rank_share(dataset_->size(), comm_.rank(), comm_.size());  // every rank needs at least one example
   const bool images = sample_shape_.size() == 3, points = sample_shape_ == std::vector<int64_t>{2};
   if (t.sample_every > 0 && !images && !points)
@@ -67,12 +89,15 @@ Trainer::Trainer(Config config, Communicator& comm, TrainOptions options)
     check_label_range(*labels_, config_.model.num_classes);
   }
 
+
   // A captured step must find the gradient hooks on the stream it is captured on.
   if (t.cuda_graph) use_capturable_stream(comm_.device());
   // Every rank builds the same initial weights from the same stream; synchronize() then
   // makes them identical by construction, whatever the ranks' libraries do.
   random_stream(config_.seed, 0, Stream::init, 0).seed_default_generators();
   const std::string shape_source = fmt::format("{} (dataset '{}')", dataset_->shards().front().path, config_.data.dataset);
+  if (comm_.device().is_cpu())
+    require_memory_for_training(config_, sample_shape_, shape_source, per_rank_batch_, comm_.local_size());
   model_ = make_model(config_.model, sample_shape_, shape_source);
   model_->to(comm_.device());
   if (comm_.device().is_cuda()) set_tf32(t.tf32);

@@ -45,4 +45,12 @@ check "bench: one error line naming the key" one_error_line bad.out "train.batch
 "$difftrain" bench "$here/configs/swissroll.yaml" data.path=data/swissroll --steps 0 >zero.out 2>&1
 status=$?
 check "bench --steps 0 is refused" test $status -ne 0
+# Counts beyond what a benchmark can run are refused as typed: no overflow of warm-up +
+# steps ("stopped by a signal"), no 20-digit value clamped to another.
+for option in "--steps 9223372036854775807" "--warmup 9223372036854775807" "--steps 99999999999999999999"; do
+  "$difftrain" bench "$here/configs/swissroll.yaml" data.path=data/swissroll $option >huge.out 2>&1
+  status=$?
+  check "bench $option is refused, naming the option and the value as typed" \
+    bash -c "$(declare -f one_error_line); [[ $status -eq 1 ]] && one_error_line huge.out '${option%% *}: must be an integer in \[[01], 1000000000\], got .${option##* }.' && ! grep -q signal huge.out"
+done
 finish

@@ -64,7 +64,7 @@ done
 check "no samples written for a bad --seed" test ! -e seed.h5
 "$difftrain" sample --checkpoint run1/checkpoints/latest.pt --out seedmax.h5 --n 4 --steps 2 --seed 9223372036854775807 >/dev/null
 check "sample --seed 2^63-1 is accepted" test -s seedmax.h5
-bad "huge model.hidden_dims" "model.hidden_dims \\[100000000000\\] makes a model of .* TB" \
+bad "huge model.hidden_dims" "model.hidden_dims \\[100000000000\\]: training needs about .* TB per rank" \
   train "$here/configs/swissroll.yaml" run_dir=badrun "model.hidden_dims=[100000000000]"
 # A 50 MB value in the config file, and an override near the 128 KB a single argument may
 # have, each give one short line.

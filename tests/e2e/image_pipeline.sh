@@ -61,4 +61,16 @@ for k in ("fid", "fid_floor", "fid_untrained", "class_accuracy"):
 assert r["n"] == 40 and r["cfg_scale"] == 2 and r["ranks"] == 2, r
 assert 0 <= r["class_accuracy"] <= 1, r
 PY
+
+# Guidance needs a class-conditional model: for an unconditional one, eval and sample refuse
+# --cfg-scale by name (one error line, exit 1, nothing written) instead of ignoring it.
+"$difftrain" train run_dir=uncond data.path=data/train "${model[@]:0:5}" schedule.type=ddpm schedule.N=100 \
+  train.steps=2 train.batch_size=8 train.checkpoint_every=2 train.log_every=1 >uncond.log 2>&1
+refused_cfg() { [[ $1 -eq 1 ]] && one_error_line "$2" "$3: --cfg-scale 2: the model is unconditional"; }
+"$difftrain" eval --checkpoint uncond/checkpoints/latest.pt --n 8 --steps 2 --cfg-scale 2 >uncond-eval.json 2>uncond-eval.log
+check "eval --cfg-scale on an unconditional model is refused" refused_cfg $? uncond-eval.log eval
+"$difftrain" sample --checkpoint uncond/checkpoints/latest.pt --out u.h5 --n 4 --cfg-scale 2 >uncond-sample.log 2>&1
+rc=$?
+check "sample --cfg-scale on an unconditional model is refused, nothing written" \
+  bash -c "$(declare -f one_error_line refused_cfg); refused_cfg $rc uncond-sample.log sample && test ! -e u.h5"
 finish

@@ -8,6 +8,8 @@ Run as: python3 test_checkpoint_torch.py /path/to/difftrain   (exit 77: torch or
 - `difftrain sample` equals the reference sampler run in PyTorch with those weights and
   the same starting noise: the C++ forward pass, schedule and sampler match the reference.
 - Files written by h5py (chunked or not, gzip-compressed) are resharded row for row.
+- A checkpoint re-saved by Python's torch.save loads with LibTorch 2.x (and is explained
+  with 1.x); a file format version newer than LibTorch's is named.
 """
 import json
 import math
@@ -249,6 +251,47 @@ def check_training_checkpoint(tmp):
         check(np.isfinite(f["samples"][...]).all(), "s.h5: non-finite samples")
 
 
+def check_resaved_checkpoints(tmp):
+    """A checkpoint re-saved by Python's torch.save, and one from a newer file format.
+
+    LibTorch 2.x reads Python's pickles, so the re-saved file loads and samples exactly as
+    the original; LibTorch 1.x's unpickler lacks some of their opcodes, and then difftrain
+    says so in one line. A file format version beyond this LibTorch's is named as such.
+    """
+    import zipfile
+    version = subprocess.run([DIFFTRAIN, "--version"], stdout=subprocess.PIPE, text=True).stdout
+    libtorch_major = int(re.search(r"LibTorch (\d+)\.", version).group(1))
+    original = os.path.join(tmp, "run", "checkpoints", "latest.pt")
+    resaved = os.path.join(tmp, "resaved.pt")
+    torch.save(torch.load(original), resaved)
+
+    def sample(checkpoint, out):
+        return subprocess.run([DIFFTRAIN, "sample", "--checkpoint", checkpoint, "--out", out, "--n", "8", "--seed", "3"],
+                              cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+
+    result = sample(resaved, "resaved.h5")
+    if libtorch_major >= 2:
+        check(result.returncode == 0, f"a checkpoint re-saved by Python does not load: {result.stdout}")
+        run(["sample", "--checkpoint", original, "--out", "original.h5", "--n", "8", "--seed", "3"], tmp)
+        with h5py.File(os.path.join(tmp, "resaved.h5"), "r") as a, h5py.File(os.path.join(tmp, "original.h5"), "r") as b:
+            check(np.array_equal(a["samples"][...], b["samples"][...]),
+                  "the re-saved checkpoint samples otherwise than the original")
+    else:
+        check(result.returncode == 1 and result.stdout.count("difftrain: error:") == 1
+              and "re-saved by Python's torch.save?" in result.stdout and "LibTorch 2.x reads it" in result.stdout,
+              f"LibTorch {libtorch_major}: a re-saved checkpoint is not explained: {result.stdout}")
+
+    # The same checkpoint claiming a file format from the future.
+    future = os.path.join(tmp, "future.pt")
+    with zipfile.ZipFile(original) as src, zipfile.ZipFile(future, "w", zipfile.ZIP_STORED) as dst:
+        for item in src.infolist():
+            data = src.read(item.filename)
+            dst.writestr(item, b"99\n" if item.filename.endswith("/version") else data)
+    result = sample(future, "future.h5")
+    check(result.returncode == 1 and "written in PyTorch's file format version 99" in result.stdout
+          and "reads versions up to" in result.stdout, f"a future file format is not named: {result.stdout}")
+
+
 def check_h5py_reshard(tmp):
     rng = np.random.default_rng(0)
     n = 37
@@ -306,6 +349,7 @@ def main():
     with tempfile.TemporaryDirectory(prefix="difftrain-pytest-") as tmp:
         check_h5py_reshard(tmp)
         check_training_checkpoint(tmp)
+        check_resaved_checkpoints(tmp)
     if failures:
         print(f"{len(failures)} checks failed")
         return 1

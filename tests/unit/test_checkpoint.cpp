@@ -3,8 +3,10 @@
 // never having stopped (what resuming relies on). Bad files are one clear error.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -132,7 +134,7 @@ Checkpoint make_checkpoint(Trainee& run, int64_t step) {
   c.world_size = 4;
   c.data_position = 12345678901LL;  // past 32 bits
   c.seed = 17;
-  c.skipped_steps = 2;
+  c.skipped_steps = std::min<int64_t>(2, step);
   return c;
 }
 
@@ -350,6 +352,44 @@ TEST(CheckpointFile, MissingEmptyTruncatedAndForeignFilesAreErrorsNamingThePath)
 
   // The good one still loads after all that.
   EXPECT_EQ(difftrain::load_checkpoint(good).step, 2);
+}
+
+// A checksum that verifies says nothing of whether the values are possible: a crafted file
+// with an impossible step, data position, world size or shape is refused by entry, before a
+// resume acts on it (a position of -100 used to crash, -1 to fail inside LibTorch, and a
+// step of -5 to train from step -4).
+TEST(CheckpointFile, ImpossibleValuesWithAValidChecksumAreRefusedByEntry) {
+  TempDir dir;
+  Trainee run(0, "adamw");
+  const std::string path = dir / "crafted.pt";
+  struct Case {
+    const char* entry;
+    std::function<void(Checkpoint&)> craft;
+  };
+  const std::vector<Case> cases{
+      {"'step' is -5, below 0", [](Checkpoint& c) { c.step = -5, c.skipped_steps = 0; }},
+      {"'data.position' is -100, below 0", [](Checkpoint& c) { c.data_position = -100; }},
+      {"'data.position' is -1, below 0", [](Checkpoint& c) { c.data_position = -1; }},
+      {"'data.position' is 4611686018427387904: times data.world_size = 4 it overflows",
+       [](Checkpoint& c) { c.data_position = int64_t{1} << 62; }},
+      {"'data.world_size' is 0, below 1", [](Checkpoint& c) { c.world_size = 0; }},
+      {"'skipped_steps' is 9, outside [0, step = 3]", [](Checkpoint& c) { c.skipped_steps = 9; }},
+      {"'rng.seed' is -1", [](Checkpoint& c) { c.seed = -1; }},
+      {"'sample_shape' is [2, 0]", [](Checkpoint& c) { c.sample_shape = {2, 0}; }},
+      {"'sample_shape' is []", [](Checkpoint& c) { c.sample_shape = {}; }},
+      {"'retained' names step -3", [](Checkpoint& c) { c.retained_steps = {-3}; }},
+      {"'config' is empty", [](Checkpoint& c) { c.config_yaml.clear(); }},
+  };
+  for (const auto& [entry, craft] : cases) {
+    SCOPED_TRACE(entry);
+    Checkpoint c = make_checkpoint(run, 3);
+    craft(c);
+    difftrain::save_checkpoint(path, c);  // a checksum over the crafted values
+    EXPECT_MENTIONS(error_of([&] { difftrain::load_checkpoint(path); }),
+                    path + ": checkpoint entry " + entry);
+  }
+  difftrain::save_checkpoint(path, make_checkpoint(run, 3));
+  EXPECT_EQ(difftrain::load_checkpoint(path).step, 3);
 }
 
 TEST(CheckpointFile, SymbolicLinkLoopIsNotAMissingFile) {

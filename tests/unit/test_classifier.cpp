@@ -119,6 +119,20 @@ TEST(Classifier, FileRoundTripsAndErrorsNameIt) {
   std::ifstream in(path, std::ios::binary);
   const std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   auto dict = torch::pickle_load(bytes).toGenericDict();
+  // One weight changed (a flipped bit, an edit): the checksum names the file as damaged.
+  auto changed = dict.copy();
+  auto weights = changed.at("model").toGenericDict().copy();
+  auto hidden = weights.at("hidden.weight").toTensor().clone();
+  hidden.view(-1)[7] += 1e-3;
+  weights.insert_or_assign("hidden.weight", hidden);
+  changed.insert_or_assign("model", weights);
+  write_pickle(data.dir / "changed.pt", changed);
+  EXPECT_MENTIONS(test::error_of([&] { load_classifier(data.dir / "changed.pt"); }),
+                  "changed.pt: checksum mismatch: the file is damaged");
+  // The checks below are those of a file from before checksums, which has none.
+  ASSERT_EQ(dict.erase("checksum"), 1u);
+  write_pickle(data.dir / "unchecked.pt", dict);
+  EXPECT_TRUE(torch::equal(load_classifier(data.dir / "unchecked.pt").model->logits(x), trained.model->logits(x)));
   dict.insert_or_assign("sample_shape", c10::List<int64_t>({1, 16, 16}));
   write_pickle(data.dir / "reshaped.pt", dict);
   EXPECT_MENTIONS(test::error_of([&] { load_classifier(data.dir / "reshaped.pt"); }),

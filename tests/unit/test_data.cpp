@@ -162,12 +162,66 @@ TEST(ShardedDataset, Int64LabelsStayInt64) {
   TempDir dir;
   auto y = torch::arange(10, torch::kLong) * 7 - 20;
   difftrain::h5::write_datasets(dir / "l.h5", {{"x", indexed_rows(0, 10)}, {"y", y}});
-  auto ds = ShardedDataset::open(dir / "l.h5", "y");
+  auto ds = *ShardedDataset::open(dir / "l.h5", "x").labels();
   EXPECT_EQ(ds.stored_dtype(), torch::kInt64);
   EXPECT_TRUE(ds.sample_shape().empty());
   const auto got = ds.read({9, 0, 3});
   EXPECT_EQ(got.scalar_type(), torch::kInt64);
   EXPECT_TRUE(torch::equal(got, select_rows(y, {9, 0, 3})));
+  // Labels are not examples: opened as training data, they are refused by their type.
+  EXPECT_MENTIONS(error_of([&] { ShardedDataset::open(dir / "l.h5", "y"); }), "holds int64; examples are float32 or uint8");
+}
+
+// A file with x (float32 [n, 2]) and y of the given HDF5 type and dims, written from doubles
+// (HDF5 converts them to the stored type).
+void write_labels_as(const std::string& path, hid_t type, const std::vector<hsize_t>& dims, const std::vector<double>& y) {
+  difftrain::h5::write_datasets(path, {{"x", indexed_rows(0, static_cast<int64_t>(dims[0]))}});
+  difftrain::h5::silence_errors();
+  difftrain::h5::Handle file(H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT), H5Fclose);
+  difftrain::h5::Handle space(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), H5Sclose);
+  difftrain::h5::Handle ds(H5Dcreate2(file.get(), "y", type, space.get(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+                           H5Dclose);
+  ASSERT_GE(H5Dwrite(ds.get(), H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, y.data()), 0);
+}
+
+TEST(ShardedDataset, LabelsOfAnyIntegerTypeReadAsInt64AndFloatLabelsOnlyWhenWhole) {
+  TempDir dir;
+  const std::vector<double> classes{3, 0, 2, 1};
+  const auto expected = torch::tensor({3, 0, 2, 1}, torch::kLong);
+  struct Case {
+    const char* name;
+    hid_t type;
+  };
+  for (const auto& [name, type] : std::vector<Case>{{"uint8", H5T_STD_U8LE},
+                                                   {"int16", H5T_STD_I16LE},
+                                                   {"uint32", H5T_STD_U32LE},
+                                                   {"int32", H5T_STD_I32BE},
+                                                   {"float32", H5T_IEEE_F32LE},
+                                                   {"float64", H5T_IEEE_F64LE}}) {
+    const std::string path = dir / (std::string(name) + ".h5");
+    write_labels_as(path, type, {4}, classes);
+    auto y = ShardedDataset::open(path, "x").labels();
+    ASSERT_TRUE(y) << name;
+    const auto got = y->read({0, 1, 2, 3});
+    EXPECT_EQ(got.scalar_type(), torch::kLong) << name;
+    EXPECT_TRUE(torch::equal(got, expected)) << name << ": " << got;  // uint8 is not scaled like pixels
+    EXPECT_TRUE(torch::equal(y->as_read(y->read_stored(0, 4)), expected)) << name;
+  }
+  // A float label that is no class id is refused, naming the file, y, its type, row and value.
+  const std::string half = dir / "half.h5", big = dir / "big.h5", nan = dir / "nan.h5";
+  write_labels_as(half, H5T_IEEE_F32LE, {4}, {0, 1, 4.5, 2});
+  EXPECT_MENTIONS(error_of([&] { ShardedDataset::open(half, "x").labels(); }),
+                  half + ": dataset 'y' (float32) row 2 holds 4.5, not a class id");
+  write_labels_as(big, H5T_IEEE_F64LE, {4}, {0, 1e30, 2, 3});
+  EXPECT_MENTIONS(error_of([&] { ShardedDataset::open(big, "x").labels(); }), "row 1 holds 1e+30, not a class id");
+  write_labels_as(nan, H5T_IEEE_F64LE, {4}, {0, 1, 2, std::nan("")});
+  EXPECT_MENTIONS(error_of([&] { ShardedDataset::open(nan, "x").labels(); }), "row 3 holds nan");
+  // One label per example: [n, 1] is refused by its shape, with the fix.
+  const std::string column = dir / "column.h5";
+  write_labels_as(column, H5T_STD_I64LE, {4, 1}, classes);
+  EXPECT_MENTIONS(error_of([&] { ShardedDataset::open(column, "x").labels(); }),
+                  column + ": dataset 'y' (int64) has shape [4, 1]; labels are one class id per example, shape [n] (store "
+                           "y.reshape(-1))");
 }
 
 TEST(ShardedDataset, LabelsBesideTheExamplesOpenPerFile) {

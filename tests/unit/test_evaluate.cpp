@@ -115,10 +115,25 @@ TEST(QualityCore, FailuresNameTheSet) {
   EXPECT_MENTIONS(test::error_of([&] { measure(sets); }), "at least 2 images per set, got n = 1");
 }
 
+// A classifier whose weights give non-finite features (finite weights of 1e30, say) is
+// named in the error, not left to a Frechet distance that fails without saying why.
+TEST(QualityCore, NonFiniteFeaturesNameTheClassifier) {
+  torch::manual_seed(0);
+  Classifier classifier(std::vector<int64_t>{1, 8, 8}, 3);
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : classifier->parameters()) p.fill_(1e30);
+  }
+  const auto embed = classifier_embedding(classifier, "data/classifier.pt");
+  EXPECT_MENTIONS(test::error_of([&] { embed(torch::rand({4, 1, 8, 8})); }),
+                  "eval: classifier data/classifier.pt gives non-finite features for images in [-1, 1] (its largest "
+                  "weight is 1e+30 in magnitude)");
+}
+
 TEST(QualityCore, ClassifierEmbeddingClampsToTheImageRange) {
   torch::manual_seed(0);
   Classifier classifier(std::vector<int64_t>{1, 8, 8}, 3);
-  const auto embed = classifier_embedding(classifier);
+  const auto embed = classifier_embedding(classifier, "test classifier");
   const auto x = torch::rand({4, 1, 8, 8}) * 2 - 1;
   auto overshoot = x.clone();
   overshoot.index_put_({torch::indexing::Slice(), 0, 0, 0}, 5.0);

@@ -180,6 +180,25 @@ TEST(PlotRun, ATornLastLineIsSkippedWithANote) {
   EXPECT_MENTIONS(notes[0], "metrics.jsonl line 7: skipped, cut off");
 }
 
+// Steps logged again (a resume from an earlier checkpoint, a file written twice): the later
+// records replace the earlier ones from that step on, with a note saying what was found.
+TEST(PlotRun, StepsLoggedAgainAreDrawnFromTheLaterRecordsWithANote) {
+  TempDir dir;
+  const auto record = [](int step, double loss) { return fmt::format(R"({{"step": {}, "loss": {}}})", step, loss) + "\n"; };
+  write_text(dir / "metrics.jsonl", record(10, 1.0) + record(20, 0.8) + record(30, 0.6) + record(20, 0.7) + record(30, 0.5) +
+                                        record(40, 0.4));
+  std::vector<std::string> notes;
+  const auto records = difftrain::read_loss_records(dir / "metrics.jsonl", notes);
+  std::vector<int64_t> steps;
+  std::vector<double> losses;
+  for (const auto& r : records) steps.push_back(r.step), losses.push_back(r.loss);
+  EXPECT_EQ(steps, (std::vector<int64_t>{10, 20, 30, 40}));
+  EXPECT_EQ(losses, (std::vector<double>{1.0, 0.7, 0.5, 0.4}));
+  ASSERT_EQ(notes.size(), 1u);
+  EXPECT_MENTIONS(notes[0], "metrics.jsonl line 4: step 20 follows step 30: the steps from 20 on were logged again");
+  EXPECT_EQ(plot(dir, notes).size(), 1u);  // and it draws
+}
+
 TEST(PlotRun, BadMetricsFilesAreOneErrorNamingFileAndLine) {
   TempDir dir;
   const std::string file = dir / "metrics.jsonl";
@@ -191,6 +210,9 @@ TEST(PlotRun, BadMetricsFilesAreOneErrorNamingFileAndLine) {
   const std::string good = R"({"step": 10, "loss": 0.5})" "\n";
   EXPECT_MENTIONS(error_of([&] { difftrain::plot_run(dir / "nowhere", dir.path(), notes); }), "nowhere: no such run directory");
   EXPECT_MENTIONS(error_of([&] { plot(dir, notes); }), file + ": cannot read: No such file or directory");
+  fs::create_directory(file);
+  EXPECT_MENTIONS(error_of([&] { plot(dir, notes); }), file + ": is a directory, not a metrics file");
+  fs::remove(file);
   EXPECT_MENTIONS(error_for(""), file + ": empty");
   EXPECT_MENTIONS(error_for(R"({"step": 0, "event": "resume"})" "\n"), file + ": no loss records");
   // A malformed line that is not the last, or is the last but whole (newline-terminated).

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -86,6 +87,12 @@ std::vector<std::string> everything_under(const std::string& dir) {
 }
 
 torch::Tensor stored(const std::string& spec, const std::string& name) {
+  // Labels open through the examples beside them, as every reader of labels does.
+  if (name == "y") {
+    auto labels = ShardedDataset::open(spec, "x").labels();
+    if (!labels) throw std::runtime_error(spec + ": no labels");
+    return labels->read_stored(0, labels->size());
+  }
   auto ds = ShardedDataset::open(spec, name);
   return ds.read_stored(0, ds.size());
 }
@@ -427,6 +434,36 @@ TEST(PrepareImageFolder, CorruptImageIsAnErrorNamingItAndLeavesNoFiles) {
   EXPECT_EQ(top_level(dir.path()), (std::vector<std::string>{"images", "out"}));  // no scratch directory left
 }
 
+// An output directory that is the input tree, or inside it (directly, or through a symbolic
+// link), is refused before anything is written: the shards would become part of the tree.
+TEST(PrepareFromATree, OutputInsideTheInputIsRefusedAndWritesNothing) {
+  TempDir dir;
+  write_folder(dir / "images");
+  fs::create_directory_symlink(dir / "images/coat", dir / "link_into_images");
+  write_fashion_split(dir / "fm", "train", 3);
+  const auto images_before = everything_under(dir / "images");
+  const auto fm_before = everything_under(dir / "fm");
+  for (const std::string& out : std::vector<std::string>{dir / "images", dir / "images/boot", dir / "images/new/sub",
+                                                        dir / "link_into_images", dir / "images/../images/coat"}) {
+    SCOPED_TRACE(out);
+    const auto message = error_of([&] { difftrain::prepare_image_folder(dir / "images", out, 2, {4, 0}); });
+    EXPECT_MENTIONS(message, "prepare image-folder: --out " + out);
+    EXPECT_MENTIONS(message, "the input " + (dir / "images"));
+    EXPECT_EQ(message.find('\n'), std::string::npos);
+    EXPECT_EQ(everything_under(dir / "images"), images_before);
+  }
+  EXPECT_MENTIONS(error_of([&] { difftrain::prepare_fashion_mnist(dir / "fm/out", 2, "train", dir / "fm"); }),
+                  "prepare fashion-mnist: --out " + (dir / "fm/out") + " lies inside the input " + (dir / "fm"));
+  EXPECT_EQ(everything_under(dir / "fm"), fm_before);
+  // reshard reads every shard of a directory it is given.
+  difftrain::prepare_image_folder(dir / "images", dir / "shards", 2, {4, 0});
+  EXPECT_MENTIONS(error_of([&] { difftrain::prepare_reshard({dir / "shards"}, dir / "shards/again", 2); }),
+                  "prepare reshard: --out " + (dir / "shards/again") + " lies inside the input " + (dir / "shards"));
+  EXPECT_FALSE(fs::exists(dir / "shards/again"));
+  // Beside the input is fine.
+  EXPECT_EQ(difftrain::prepare_image_folder(dir / "images", dir / "images-shards", 1, {4, 0}).size(), 1u);
+}
+
 TEST(PrepareImageFolder, BadLayoutsAreErrorsNamingThePath) {
   TempDir dir;
   auto fails = [&](const std::string& root, const std::string& names) {
@@ -455,6 +492,22 @@ TEST(PrepareImageFolder, BadLayoutsAreErrorsNamingThePath) {
   // Names starting with '.' are skipped: this folder converts.
   difftrain::prepare_image_folder(dir / "ok", dir / "o", 1, {4, 0});
   EXPECT_EQ(ShardedDataset::open(dir / "o").size(), 1);
+}
+
+// A PNG whose header declares more pixels than can be decoded is refused as too large,
+// with its size, not as an "unknown image type".
+TEST(PrepareImageFolder, AnImageTooLargeToDecodeSaysItsSize) {
+  TempDir dir;
+  write_png(dir / "images/a/small.png", 2, 2, 1, [](int, int) { return Px{1}; });
+  std::vector<unsigned char> header{0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0, 0, 13, 'I', 'H', 'D', 'R'};
+  for (uint32_t side : {100000u, 100000u})
+    for (int shift : {24, 16, 8, 0}) header.push_back(static_cast<unsigned char>(side >> shift));
+  for (unsigned char b : {8, 0, 0, 0, 0, 0, 0, 0, 0}) header.push_back(b);  // depth 8, grey; CRC
+  write_plain(dir / "images/a/huge.png", header);
+  const auto message = error_of([&] { difftrain::prepare_image_folder(dir / "images", dir / "out", 1, {4, 0}); });
+  EXPECT_MENTIONS(message, (dir / "images/a/huge.png") + ": cannot decode image: the image is 100000x100000 pixels with 1 "
+                                                          "channel, too large to decode (at most 1073741824 bytes");
+  EXPECT_FALSE(fs::exists(dir / "out"));
 }
 
 // ---------------------------------------------------------------- class names on reshard

@@ -236,11 +236,34 @@ TEST(RunDirLockTest, ASecondHolderIsRefusedWithTheFirstOnesPid) {
   EXPECT_NO_THROW(RunDirLock again(dir / "run"));  // released with its holder
 }
 
-TEST(RunDirLockTest, ALockFileLeftByADeadProcessDoesNotBlock) {
+TEST(RunDirLockTest, ALockFileLeftByADeadProcessDoesNotBlockAndIsNamedAsStale) {
   test::TempDir dir;
   fs::create_directories(dir / "run");
   std::ofstream(dir / "run/.lock") << "pid 999999 on host gone, started 2020-01-01 00:00:00\n";
+  ::testing::internal::CaptureStderr();
   EXPECT_NO_THROW(RunDirLock lock(dir / "run"));
+  const std::string note = ::testing::internal::GetCapturedStderr();
+  EXPECT_MENTIONS(note, "the last run here (pid 999999 on host gone, started 2020-01-01 00:00:00) ended without "
+                        "releasing the run directory (killed?); its lock is stale, taking it over");
+  // A holder that ends cleanly leaves no record: the next run has nothing to note.
+  ::testing::internal::CaptureStderr();
+  EXPECT_NO_THROW(RunDirLock again(dir / "run"));
+  EXPECT_EQ(::testing::internal::GetCapturedStderr(), "");
+}
+
+// A model whose training would not fit in memory is refused before anything is allocated,
+// naming the estimate and what is available (it used to pass a parameters-only check and
+// die minutes later in the kernel's OOM killer, leaving a lock file and an empty log).
+TEST(RunDirLockTest, AModelTooLargeToTrainIsRefusedBeforeAllocatingOrLocking) {
+  test::TempDir dir;
+  const auto message = test::error_of([&] {
+    Trainer trainer(config_for(dir, 50, {"model.hidden_dims=[1000000000]"}), single_rank());
+  });
+  EXPECT_MENTIONS(message, "config: model.type 'mlp', model.hidden_dims [1000000000]: training needs about");
+  EXPECT_MENTIONS(message, "parameters:");
+  EXPECT_MENTIONS(message, "for the activations of a micro-batch of 20");
+  EXPECT_MENTIONS(message, "is available");
+  EXPECT_FALSE(fs::exists(dir / "run"));
 }
 
 TEST(RunDirLockTest, ASecondTrainerOnABusyRunDirectoryStopsBeforeReadingIt) {

@@ -177,6 +177,26 @@ TEST(SampleCommand, OptionsOutOfRangeNameTheOption) {
   }
 }
 
+// Guidance and a class both need a class-conditional model: for an unconditional one each
+// is refused by its option, and nothing is written (a scale of 0 is no guidance at all).
+TEST(SampleCommand, GuidanceOrAClassForAnUnconditionalModelIsRefused) {
+  test::TempDir dir;
+  const auto checkpoint = write_checkpoint(dir);
+  const std::string out = dir / "s.h5";
+  auto o = options_for(checkpoint, out);
+  o.cfg_scale = 2;
+  EXPECT_THAT(test::error_of([&] { run_sample(o); }),
+              HasSubstr("sample: --cfg-scale 2: the model is unconditional (model.num_classes 0)"));
+  EXPECT_FALSE(std::filesystem::exists(out));
+  o.cfg_scale.reset();
+  o.label = "3";
+  EXPECT_THAT(test::error_of([&] { run_sample(o); }), HasSubstr("the model is unconditional"));
+  EXPECT_FALSE(std::filesystem::exists(out));
+  o.label.reset();
+  o.cfg_scale = 0;
+  EXPECT_NO_THROW(run_sample(o));
+}
+
 TEST(SampleCommand, StepsBeyondTheScheduleFromTheConfigNameTheKey) {
   test::TempDir dir;
   const auto checkpoint = write_checkpoint(dir, {fmt::format("sample.steps={}", kN + 1)});

@@ -50,6 +50,9 @@ torch::Tensor drop_labels(const torch::Tensor& labels, double drop, int64_t null
 // "all" (nullopt: cycle through the classes) or a class id in [0, num_classes); `where`
 // names the option or key in the error.
 std::optional<int64_t> parse_class_choice(const std::string& text, int64_t num_classes, const std::string& where);
+// A guidance scale other than 0 for an unconditional model (num_classes 0) is an error naming
+// `where`: there is no conditional estimate to guide, and ignoring it would hide the mistake.
+void require_guidance_applies(double scale, int64_t num_classes, const std::string& where);
 // n labels: the chosen class, or for "all" every class in turn, in blocks of
 // ceil(n / num_classes): 0, 0, ..., 1, 1, ..., so that a grid of that many columns shows
 // one class per row.

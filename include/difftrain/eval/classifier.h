@@ -71,11 +71,13 @@ double classifier_accuracy(Classifier model, const torch::Tensor& images, const 
 // saved at `path`: it names a directory, or its directory cannot be made or written to.
 void require_writable_classifier_path(const std::string& path);
 
-// A dict {model: name -> tensor, num_classes, sample_shape, test_accuracy, seed, epochs},
-// written as torch.save does (torch_save.h) (Python's torch.load reads it), atomically.
+// A dict {model: name -> tensor, num_classes, sample_shape, test_accuracy, seed, epochs,
+// checksum}, written as torch.save does (torch_save.h) (Python's torch.load reads it),
+// atomically; the checksum is the checkpoints' (io/dict_checksum.h).
 void save_classifier(const std::string& path, const TrainedClassifier& c);
-// Reads such a file into a model in eval mode; any missing entry, wrong type or tensor of
-// the wrong shape is an error naming the file.
+// Reads such a file into a model in eval mode; a checksum that does not match (files from
+// before checksums have none), any missing entry, wrong type or tensor of the wrong shape is
+// an error naming the file.
 TrainedClassifier load_classifier(const std::string& path);
 
 }  // namespace difftrain

@@ -54,8 +54,9 @@ QualityFigures measure_quality(const QualitySets& sets, const EmbedFn& embed, in
                                int64_t batch = 250);
 
 // The classifier's features and predicted classes, images clamped to [-1, 1] first (the
-// range real images, and pictures of samples, have).
-EmbedFn classifier_embedding(Classifier classifier);
+// range real images, and pictures of samples, have). Non-finite features are an error
+// naming `source`, the classifier's file.
+EmbedFn classifier_embedding(Classifier classifier, const std::string& source);
 
 // ---- the command -------------------------------------------------------------------------
 

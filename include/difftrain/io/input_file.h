@@ -11,4 +11,9 @@ namespace difftrain {
 // naming the path: "PATH: symbolic link loop", or the system's words for the failure.
 bool input_exists(const std::string& path);
 
+// Refuses (an Error naming both) an output directory that is the input directory or lies
+// inside it, compared as real paths (symbolic links resolved): files written there would
+// join the tree being read and break every later read of it. `what` names the command.
+void refuse_output_inside_input(const std::string& input_dir, const std::string& output_dir, const std::string& what);
+
 }  // namespace difftrain

@@ -18,9 +18,18 @@ namespace difftrain {
 std::shared_ptr<Denoiser> make_model(const ModelConfig& config, const std::vector<int64_t>& sample_shape,
                                      const std::string& shape_source = "the data");
 
+// "model.type 'dit', model.depth 6, model.patch 2": the keys that shape the model, for errors.
+std::string describe_model(const ModelConfig& config);
+
+// How many parameters the model has, counted from the config without building it. A shape
+// the model cannot take is an error naming `shape_source`, as make_model's.
+long double parameter_count(const ModelConfig& config, const std::vector<int64_t>& sample_shape,
+                            const std::string& shape_source = "the sample shape");
+
 // About the most values per example a forward pass holds at once without autograd (the
-// sampler's peak), for the memory check before sampling.
-double inference_activations(const ModelConfig& config, const std::vector<int64_t>& sample_shape);
+// sampler's peak), for the memory checks before sampling and training.
+double inference_activations(const ModelConfig& config, const std::vector<int64_t>& sample_shape,
+                             const std::string& shape_source = "the sample shape");
 
 // The model types, in the order the config's error messages list them.
 std::vector<std::string> model_types();

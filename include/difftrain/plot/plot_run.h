@@ -24,6 +24,8 @@ struct LossRecord {
 // The loss records of a metrics.jsonl in file order; records that carry no "loss" (events
 // such as a resume) are passed over. A torn last line, as a crash mid-append leaves, is
 // skipped with a line in `notes`; any other malformed line fails, naming file and line.
+// Steps are increasing: a step logged again (a resume from an earlier checkpoint) replaces
+// the records from that step on, with a line in `notes`.
 std::vector<LossRecord> read_loss_records(const std::string& metrics_path, std::vector<std::string>& notes);
 
 // Draws RUN_DIR/metrics.jsonl into OUT_DIR/loss.png and, when the records carry
