@@ -99,9 +99,9 @@ void RunDirLock::release_and_remove_if_new() {
 RunDirLock::~RunDirLock() {
   if (fd_ < 0) return;
   // An empty record: the next run knows this one ended cleanly. Closing releases the lock.
-  const bool cleared = ::ftruncate(fd_, 0) == 0;  // if not, the next run notes a stale lock: harmless
+  // If the truncation fails the record stays, and the next run only notes a stale lock.
+  if (::ftruncate(fd_, 0) != 0) fmt::print(stderr, "difftrain: note: {}/.lock: cannot clear: {}\n", run_dir_, std::strerror(errno));
   ::close(fd_);
-  (void)cleared;
 }
 
 }  // namespace difftrain

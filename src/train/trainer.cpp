@@ -18,8 +18,6 @@ namespace difftrain {
 
 namespace {
 
-// Labels index the model's class embedding: one out of range would read past it (or, at
-// num_classes, silently train the "no label" row).
 // What a rank holds while training on the CPU, in float32 values: the parameters, their
 // gradients (the buckets), Adam's two moments and the EMA copy (5 per parameter), and the
 // micro-batch's activations, which autograd keeps for backward (about twice the peak of a
@@ -39,10 +37,13 @@ void require_memory_for_training(const Config& c, const std::vector<int64_t>& sh
     fail("config: {}: training needs about {} per rank ({:.3g} parameters: {} for the weights, gradients, Adam "
          "moments and EMA; {} for the activations of a micro-batch of {}), but {} is available{} (MemAvailable); shrink "
          "the model or train.batch_size, or raise train.grad_accum",
-         describe_model(c.model), human_bytes(state + activations), static_cast<double>(parameters), human_bytes(state), human_bytes(activations),
-         micro_batch, human_bytes(share), local_ranks > 1 ? fmt::format(" to each of this node's {} ranks", local_ranks) : "");
+         describe_model(c.model), human_bytes(state + activations), static_cast<double>(parameters), human_bytes(state),
+         human_bytes(activations), micro_batch, human_bytes(share),
+         local_ranks > 1 ? fmt::format(" to each of this node's {} ranks", local_ranks) : "");
 }
 
+// Labels index the model's class embedding: one out of range would read past it (or, at
+// num_classes, silently train the "no label" row).
 void check_label_range(ShardedDataset& labels, int64_t num_classes) {
   for (const auto& shard : labels.shards()) {
     if (shard.rows == 0) continue;
