@@ -59,6 +59,7 @@ packages=(
   libgtest-dev libgmock-dev
   dataset-fashion-mnist   # the image recipes' data (gzip IDX files)
   python3-torch python3-h5py python3-numpy   # the tests' PyTorch/h5py parity checks and the baseline
+  python3-scipy           # the independent FID check (scipy.linalg.sqrtm)
 )
 
 missing=()
@@ -84,22 +85,27 @@ if ((${#missing[@]})); then
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# A venv per wheel, reused once complete: its last step writes .complete, so a venv cut
-# short (a full disk, a killed CI run) is made again rather than trusted.
+# A venv per wheel, reused once complete: its last step writes .complete with the list of
+# what it holds, so a venv cut short (a full disk, a killed CI run) is made again rather
+# than trusted, and one made before a package joined the list gets that package.
 if [[ $torch == cpu || $torch == cuda ]]; then
   spec=${wheel[$torch]}
+  extras=(numpy h5py pyyaml scipy)
   venv=${DIFFTRAIN_VENVS:-${XDG_CACHE_HOME:-$HOME/.cache}/difftrain}/torch-${spec#torch==}
   if [[ ! -f $venv/.complete ]]; then
     base=${DIFFTRAIN_VENV_PYTHON:-python3}
     rm -rf "$venv"
-    echo "setup: making $venv ($spec, numpy, h5py, pyyaml)" >&2
+    echo "setup: making $venv ($spec, ${extras[*]})" >&2
     "$base" -m venv "$venv" ||
       { echo "setup: $base cannot make a venv (Debian: apt-get install python3-venv)" >&2; exit 1; }
-    "$venv/bin/python" -m pip install -q --disable-pip-version-check "$spec" numpy h5py pyyaml 2>&1 |
+  fi
+  if [[ "$(cat "$venv/.complete" 2>/dev/null)" != "$spec ${extras[*]}" ]]; then
+    rm -f "$venv/.complete"
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check "$spec" "${extras[@]}" 2>&1 |
       { grep -v "^WARNING: Location .* is ignored" >&2 || true; }
-    "$venv/bin/python" -c "import torch, numpy, h5py, yaml" ||
-      { echo "setup: $venv: the install of $spec did not give an importable torch" >&2; exit 1; }
-    touch "$venv/.complete"
+    "$venv/bin/python" -c "import torch, numpy, h5py, yaml, scipy" ||
+      { echo "setup: $venv: the install of $spec did not give importable torch, numpy, h5py, yaml and scipy" >&2; exit 1; }
+    echo "$spec ${extras[*]}" > "$venv/.complete"
   fi
   python=$venv/bin/python
 fi

@@ -44,13 +44,18 @@ Command add_eval(CLI::App& app) {
                    "Classifier file (default: classifier.pt in the parent directory of the config's data.path)");
   eval->add_option("--test", eo->test, "Real test images (default: test in that same directory)");
   eval->add_option("--weights", *weights, "ema or model")->check(CLI::IsMember({"ema", "model"}))->capture_default_str();
+  eval->add_option("--features", eo->features,
+                   "Also write what the figures come from to this HDF5 file: the classifier's features of each set "
+                   "(generated, untrained, train, test) and its images (generated_images, ...)");
   eval->add_option("--device", eo->device, "auto (each rank's GPU when LibTorch has one), cpu, cuda or cuda:K")
       ->capture_default_str();
   eval->footer(
       "\nPrints one JSON object: fid (samples vs test images), fid_floor (n training vs n test images: the best\n"
       "reachable), fid_untrained (the same config's untrained model: the ceiling), class_accuracy (conditional\n"
-      "models: share of samples classified as their requested class), and the settings used. Under mpirun each\n"
-      "rank samples its share of the n images.");
+      "models: share of samples classified as their requested class), far_share (share of samples farther from\n"
+      "every test image than any test image is from the training images: noise, say; far_share_untrained is\n"
+      "that of the untrained model, far_threshold that distance), and the settings used. Under mpirun each rank\n"
+      "samples its share of the n images.");
   return {eval, [eo, weights] {
             eo->use_ema = *weights == "ema";
             return cmd_eval(*eo);

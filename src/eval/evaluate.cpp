@@ -1,6 +1,7 @@
 #include "difftrain/eval/evaluate.h"
 
 #include <filesystem>
+#include <limits>
 #include <vector>
 
 #include <fmt/format.h>
@@ -8,6 +9,7 @@
 #include "difftrain/comm/agreement.h"
 #include "difftrain/core/diffusion.h"
 #include "difftrain/core/random_streams.h"
+#include "difftrain/data/hdf5_file.h"
 #include "difftrain/data/partition.h"
 #include "difftrain/data/sharded_dataset.h"
 #include "difftrain/error.h"
@@ -41,62 +43,162 @@ void on_all_ranks(Communicator& comm, F&& step) {
 struct SetSummary {
   Gaussian gaussian;
   std::optional<double> class_accuracy;
+  double nearest_max = 0;  // the largest distance from one of the set to its nearest reference image
+  int64_t far_count = 0;   // images farther than the threshold from every reference image
+  double roughness_max = 0;   // the largest roughness of one of the set (images only)
+  int64_t rough_count = 0;    // images rougher than the threshold
+  torch::Tensor features, images;  // when kept: every rank's rows, in order
 };
 
-// One set's Gaussian (and, given labels, its class accuracy) over every rank: this rank
+// What summarize measures besides the Gaussian.
+struct SetRequest {
+  const char* name;
+  const ImageSource& source;
+  torch::Tensor labels;                    // the requested classes, for class accuracy
+  const ImageSource* reference = nullptr;  // distances to the nearest of these n images
+  double far_threshold = std::numeric_limits<double>::infinity();
+  double rough_threshold = std::numeric_limits<double>::infinity();
+  bool keep_features = false, keep_images = false;
+};
+
+// For each of `images` [b, ...], the L2 distance to the nearest of the n images
+// `reference` gives, read `batch` at a time. In float64, pair by pair (no matrix-product
+// shortcut), so that a distance does not depend on how the sets were split into batches.
+torch::Tensor nearest_distance(const char* name, const torch::Tensor& images, const ImageSource& reference, int64_t n,
+                               int64_t batch) {
+  const auto a = images.to(torch::kCPU, torch::kFloat64).flatten(1);
+  auto nearest = torch::full({a.size(0)}, std::numeric_limits<double>::infinity(), torch::kFloat64);
+  for (int64_t begin = 0; begin < n; begin += batch) {
+    const auto real = reference(begin, std::min(begin + batch, n));
+    if (real.sizes().slice(1) != images.sizes().slice(1))
+      fail("eval: the {} set's images have shape {}, the real images they are compared with {}", name,
+           images.sizes().slice(1), real.sizes().slice(1));
+    const auto b = real.to(torch::kCPU, torch::kFloat64).flatten(1);
+    nearest = torch::minimum(nearest, torch::cdist(a, b, 2, /*donot_use_mm_for_euclid_dist=*/2).amin(1));
+  }
+  return nearest;
+}
+
+// Per image [.., H, W]: the mean absolute difference between neighbouring values, down and
+// across, averaged. Noise scores far above any photograph or drawing.
+torch::Tensor roughness(const torch::Tensor& images) {
+  const auto x = images.to(torch::kCPU, torch::kFloat64);
+  const int64_t h = x.dim() - 2, w = x.dim() - 1;
+  const auto down = x.diff(1, h).abs().flatten(1).mean(1), across = x.diff(1, w).abs().flatten(1).mean(1);
+  return (down + across) / 2;
+}
+
+// Rows [begin, begin + rows.size(0)) of an [n, ...] tensor that every rank ends with: each
+// rank contributes its own rows, zeros elsewhere, and the sum is the whole.
+torch::Tensor gather_rows(const torch::Tensor& rows, int64_t begin, int64_t n, std::vector<int64_t> row_shape,
+                          Communicator& comm) {
+  row_shape.insert(row_shape.begin(), n);
+  auto all = torch::zeros(row_shape, torch::kFloat32);
+  if (rows.defined() && rows.size(0) > 0) all.narrow(0, begin, rows.size(0)).copy_(rows);
+  all = all.to(comm.device());
+  comm.allreduce_sum(all);
+  return all.cpu();
+}
+
+// One set's Gaussian (and what `request` asks for besides) over every rank: this rank
 // embeds its share, a batch at a time; the sums meet in all-reduces.
-SetSummary summarize(const char* name, const ImageSource& source, const torch::Tensor& labels, const EmbedFn& embed,
+// `image_shape` is one image's, for keep_images.
+SetSummary summarize(const SetRequest& request, const std::vector<int64_t>& image_shape, const EmbedFn& embed,
                      int64_t feature_dim, int64_t n, int64_t batch, Communicator& comm) {
   FeatureMoments moments(feature_dim);
-  auto matched = torch::zeros({1}, torch::kInt64);
+  auto matched = torch::zeros({1}, torch::kInt64), far = torch::zeros({1}, torch::kInt64),
+       rough = torch::zeros({1}, torch::kInt64);
+  auto maxima = torch::zeros({2}, torch::kFloat64);  // nearest distance, roughness
+  std::vector<torch::Tensor> features, images;
   const RankShare share = rank_share(n, comm.rank(), comm.size());
   on_all_ranks(comm, [&] {
     for (int64_t begin = share.begin; begin < share.end; begin += batch) {
       const int64_t end = std::min(begin + batch, share.end);
-      const auto images = source(begin, end);
-      if (!images.defined() || images.dim() < 1 || images.size(0) != end - begin)
-        fail("eval: the {} set gave {} for {} images", name,
-             images.defined() ? fmt::format("shape {}", images.sizes()) : "nothing", end - begin);
-      const auto e = embed(images);
+      const auto batch_images = request.source(begin, end);
+      if (!batch_images.defined() || batch_images.dim() < 1 || batch_images.size(0) != end - begin)
+        fail("eval: the {} set gave {} for {} images", request.name,
+             batch_images.defined() ? fmt::format("shape {}", batch_images.sizes()) : "nothing", end - begin);
+      const auto e = embed(batch_images);
       moments.add(e.features);
-      if (labels.defined()) {
+      if (request.labels.defined()) {
         if (!e.predicted.defined() || e.predicted.dim() != 1 || e.predicted.size(0) != end - begin)
-          fail("eval: the {} set's embedding gave no class per image", name);
-        matched += (e.predicted.cpu() == labels.narrow(0, begin, end - begin)).sum();
+          fail("eval: the {} set's embedding gave no class per image", request.name);
+        matched += (e.predicted.cpu() == request.labels.narrow(0, begin, end - begin)).sum();
       }
+      if (request.reference) {
+        const auto nearest = nearest_distance(request.name, batch_images, *request.reference, n, batch);
+        maxima[0] = std::max(maxima[0].item<double>(), nearest.max().item<double>());
+        far += (nearest > request.far_threshold).sum();
+      }
+      if (batch_images.dim() >= 4) {  // [b, C, H, W] and beyond: images with neighbours
+        const auto r = roughness(batch_images);
+        maxima[1] = std::max(maxima[1].item<double>(), r.max().item<double>());
+        rough += (r > request.rough_threshold).sum();
+      }
+      if (request.keep_features) features.push_back(e.features.detach().to(torch::kCPU, torch::kFloat32));
+      if (request.keep_images) images.push_back(batch_images.to(torch::kCPU, torch::kFloat32));
     }
   });
   moments.allreduce(comm);
-  matched = matched.to(comm.device());
-  comm.allreduce_sum(matched);
-  SetSummary out{Gaussian{}, std::nullopt};
+  auto counts = torch::cat({matched, far, rough}).to(comm.device());
+  comm.allreduce_sum(counts);
+  counts = counts.cpu();
+  maxima = maxima.to(comm.device());
+  comm.allreduce_max(maxima);
+  maxima = maxima.cpu();
+  SetSummary out;
   try {
     out.gaussian = moments.gaussian();
   } catch (const Error& e) {
-    throw AgreedError(fmt::format("eval: the {} set: {}", name, e.what()));
+    throw AgreedError(fmt::format("eval: the {} set: {}", request.name, e.what()));
   }
-  if (labels.defined()) out.class_accuracy = static_cast<double>(matched.cpu().item<int64_t>()) / static_cast<double>(n);
+  if (request.labels.defined()) out.class_accuracy = static_cast<double>(counts[0].item<int64_t>()) / static_cast<double>(n);
+  out.far_count = counts[1].item<int64_t>();
+  out.rough_count = counts[2].item<int64_t>();
+  out.nearest_max = maxima[0].item<double>();
+  out.roughness_max = maxima[1].item<double>();
+  // Gathered: every rank's rows in place, also on a rank whose share is empty.
+  if (request.keep_features)
+    out.features = gather_rows(features.empty() ? torch::Tensor() : torch::cat(features), share.begin, n,
+                               {feature_dim}, comm);
+  if (request.keep_images)
+    out.images = gather_rows(images.empty() ? torch::Tensor() : torch::cat(images), share.begin, n,
+                             image_shape, comm);
   return out;
 }
 
 }  // namespace
 
 QualityFigures measure_quality(const QualitySets& sets, const EmbedFn& embed, int64_t feature_dim, Communicator& comm,
-                               int64_t batch) {
+                               int64_t batch, QualityFeatures* kept) {
   on_all_ranks(comm, [&] {
     if (sets.n < 2) fail("eval: a covariance needs at least 2 images per set, got n = {}", sets.n);
     if (batch < 1) fail("eval: batch must be >= 1, got {}", batch);
     if (sets.labels.defined() && (sets.labels.dim() != 1 || sets.labels.size(0) != sets.n))
       fail("eval: expected {} labels, got shape {}", sets.n, sets.labels.sizes());
   });
-  const torch::Tensor none;
-  auto stats = [&](const char* name, const ImageSource& source, const torch::Tensor& labels) {
-    return summarize(name, source, labels, embed, feature_dim, sets.n, batch, comm);
+  const bool keep = kept != nullptr;
+  // One image's shape: every rank reads it, also one whose shares are empty.
+  std::vector<int64_t> image_shape;
+  on_all_ranks(comm, [&] {
+    try {
+      image_shape = sets.test(0, 1).sizes().slice(1).vec();
+    } catch (const Error& e) {
+      fail("eval: the test set: {}", e.what());
+    }
+  });
+  const auto image_dims = image_shape.size();
+  const auto stats = [&](const SetRequest& request) {
+    return summarize(request, image_shape, embed, feature_dim, sets.n, batch, comm);
   };
-  const auto test = stats("test", sets.test, none);
-  const auto train = stats("train", sets.train, none);
-  const auto generated = stats("generated", sets.generated, sets.labels);
-  const auto untrained = stats("untrained", sets.untrained, sets.labels);
+  const double anything = std::numeric_limits<double>::infinity();
+  // The test images' distances to the training images set the bar a generated image must
+  // stay within to count as near something real.
+  const auto test = stats({"test", sets.test, {}, &sets.train, anything, anything, keep, keep});
+  const auto train = stats({"train", sets.train, {}, nullptr, anything, anything, keep, keep});
+  const double far = test.nearest_max, rough = test.roughness_max;
+  const auto generated = stats({"generated", sets.generated, sets.labels, &sets.test, far, rough, keep, keep});
+  const auto untrained = stats({"untrained", sets.untrained, sets.labels, &sets.test, far, rough, keep, keep});
   QualityFigures f;
   try {  // from the same reduced values on every rank: any failure here is every rank's
     f.fid = frechet_distance(generated.gaussian, test.gaussian);
@@ -107,6 +209,17 @@ QualityFigures measure_quality(const QualitySets& sets, const EmbedFn& embed, in
   }
   f.class_accuracy = generated.class_accuracy;
   f.class_accuracy_untrained = untrained.class_accuracy;
+  const double n = static_cast<double>(sets.n);
+  f.far_share = static_cast<double>(generated.far_count) / n;
+  f.far_share_untrained = static_cast<double>(untrained.far_count) / n;
+  f.far_threshold = far;
+  if (image_dims >= 3) {
+    f.noise_share = static_cast<double>(generated.rough_count) / n;
+    f.noise_share_untrained = static_cast<double>(untrained.rough_count) / n;
+  }
+  if (kept)
+    *kept = QualityFeatures{generated.features, untrained.features, train.features, test.features,
+                            generated.images,   untrained.images,   train.images,   test.images};
   return f;
 }
 
@@ -154,8 +267,27 @@ ImageSource sampler_source(std::shared_ptr<SamplingModel> model, torch::Tensor l
   auto shared_noise = std::make_shared<RandomStream>(std::move(noise));
   return [=](int64_t begin, int64_t end) {
     const auto slice = labels.defined() ? labels.narrow(0, begin, end - begin) : torch::Tensor();
-    return generate(*model, end - begin, slice, params, *shared_noise, what).cpu();
+    // In the image range, as pictures show samples and the classifier sees them.
+    return generate(*model, end - begin, slice, params, *shared_noise, what).cpu().clamp(-1, 1);
   };
+}
+
+// --features may not replace a file eval reads: the checkpoint, the classifier, or a shard
+// of the test or training images. Checked before the long part.
+void refuse_features_over_inputs(const std::string& out, const std::vector<std::string>& files,
+                                 const std::vector<std::string>& shard_specs) {
+  std::vector<std::string> inputs = files;
+  for (const auto& spec : shard_specs) {
+    try {
+      const auto shards = expand_shard_spec(spec);
+      inputs.insert(inputs.end(), shards.begin(), shards.end());
+    } catch (const Error&) {  // missing data is reported where it is opened
+    }
+  }
+  for (const auto& input : inputs)
+    if (same_file(out, input)) fail("eval: --features {} would overwrite {}, which eval reads; write to another file", out, input);
+  const auto dir = resolved_path(out).parent_path();
+  if (!fs::is_directory(dir)) fail("eval: --features {}: no directory {} to write it in", out, dir.string());
 }
 
 // Real images for a set of n; `origin` says where `spec` came from (an option or a key).
@@ -209,6 +341,7 @@ EvalReport run_eval(const EvalOptions& o, Communicator& comm) {
            o.classifier.empty() ? fmt::format("(default beside the training data {}) ", config.data.path)
                                 : std::string("--classifier: "),
            classifier_path, config.data.path, test_path, classifier_path);
+    if (!o.features.empty()) refuse_features_over_inputs(o.features, {o.checkpoint, classifier_path}, {test_path, config.data.path});
     const auto trained_classifier = load_classifier(classifier_path);
     classifier = trained_classifier.model;
     if (classifier->sample_shape() != shape)
@@ -253,9 +386,27 @@ EvalReport run_eval(const EvalOptions& o, Communicator& comm) {
     report.mu = params.sampler.mu;
     if (num_classes > 0) report.cfg_scale = params.cfg_scale;
     report.classifier_test_accuracy = trained_classifier.test_accuracy;
+    report.features = o.features;
   });
-  report.figures =
-      measure_quality(sets, classifier_embedding(classifier, report.classifier), ClassifierImpl::kFeatures, comm);
+  QualityFeatures kept;
+  report.figures = measure_quality(sets, classifier_embedding(classifier, report.classifier), ClassifierImpl::kFeatures,
+                                   comm, kEvalBatch, o.features.empty() ? nullptr : &kept);
+  if (!o.features.empty())
+    on_all_ranks(comm, [&] {
+      if (comm.rank() != 0) return;
+      h5::Datasets datasets{
+          {"generated", kept.generated},
+          {"untrained", kept.untrained},
+          {"train", kept.train},
+          {"test", kept.test},
+          {"generated_images", kept.generated_images},
+          {"untrained_images", kept.untrained_images},
+          {"train_images", kept.train_images},
+          {"test_images", kept.test_images},
+      };
+      if (sets.labels.defined()) datasets.emplace_back("generated_labels", sets.labels);
+      h5::write_datasets(o.features, datasets);
+    });
   return report;
 }
 
@@ -266,6 +417,11 @@ nlohmann::ordered_json to_json(const EvalReport& r) {
   j["fid_untrained"] = r.figures.fid_untrained;
   if (r.figures.class_accuracy) j["class_accuracy"] = *r.figures.class_accuracy;
   if (r.figures.class_accuracy_untrained) j["class_accuracy_untrained"] = *r.figures.class_accuracy_untrained;
+  j["far_share"] = r.figures.far_share;
+  j["far_share_untrained"] = r.figures.far_share_untrained;
+  j["far_threshold"] = r.figures.far_threshold;
+  if (r.figures.noise_share) j["noise_share"] = *r.figures.noise_share;
+  if (r.figures.noise_share_untrained) j["noise_share_untrained"] = *r.figures.noise_share_untrained;
   j["n"] = r.n;
   if (r.cfg_scale) j["cfg_scale"] = *r.cfg_scale;
   j["steps"] = r.steps;
@@ -279,6 +435,7 @@ nlohmann::ordered_json to_json(const EvalReport& r) {
   j["classifier_test_accuracy"] = r.classifier_test_accuracy;
   j["test"] = r.test;
   j["ranks"] = r.ranks;
+  if (!r.features.empty()) j["features"] = r.features;
   return j;
 }
 

@@ -20,6 +20,19 @@ bool input_exists(const std::string& path) {
   fail("{}: {}", abbreviate(path, 4096), std::strerror(error));
 }
 
+std::filesystem::path resolved_path(const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  auto resolved = fs::weakly_canonical(fs::absolute(path), ec);
+  return ec ? fs::absolute(path).lexically_normal() : resolved;
+}
+
+bool same_file(const std::string& a, const std::string& b) {
+  if (resolved_path(a) == resolved_path(b)) return true;
+  struct stat sa {}, sb {};
+  return ::stat(a.c_str(), &sa) == 0 && ::stat(b.c_str(), &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
 void refuse_output_inside_input(const std::string& input_dir, const std::string& output_dir, const std::string& what) {
   namespace fs = std::filesystem;
   std::error_code ec_in, ec_out;

@@ -1,7 +1,5 @@
 #include "difftrain/sample/sample.h"
 
-#include <sys/stat.h>
-
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
@@ -22,6 +20,7 @@
 #include "difftrain/memory.h"
 #include "difftrain/io/atomic_file.h"
 #include "difftrain/io/checkpoint.h"
+#include "difftrain/io/input_file.h"
 #include "difftrain/models/registry.h"
 #include "difftrain/plot/samples_png.h"
 
@@ -40,33 +39,13 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// A file as the system sees it: its resolved path and, when it exists, its device and
-// inode, so that a symlink or a hard link to a file counts as that file.
-struct FileIdentity {
-  fs::path resolved;
-  std::optional<std::pair<dev_t, ino_t>> inode;
-};
-
-FileIdentity identify(const std::string& path) {
-  std::error_code ec;
-  FileIdentity id{fs::weakly_canonical(fs::absolute(path), ec), std::nullopt};
-  if (ec) id.resolved = fs::absolute(path).lexically_normal();
-  struct stat st;
-  if (::stat(path.c_str(), &st) == 0) id.inode = std::make_pair(st.st_dev, st.st_ino);
-  return id;
-}
-
-bool same_file(const FileIdentity& a, const FileIdentity& b) {
-  return a.resolved == b.resolved || (a.inode && b.inode && *a.inode == *b.inode);
-}
-
 // Samples written over a file that sampling or training reads would destroy it: --out and
 // --png may not be the checkpoint, a file of its run's checkpoints/ directory, a shard of
 // its training data, or each other. Checked before sampling, which can take long.
 void refuse_outputs_over_inputs(const SampleOptions& o, const Config& config) {
   std::vector<std::pair<std::string, std::string>> inputs{{o.checkpoint, "the checkpoint"}};
   std::vector<fs::path> checkpoint_dirs{fs::path(config.run_dir) / "checkpoints"};
-  const fs::path own_dir = identify(o.checkpoint).resolved.parent_path();
+  const fs::path own_dir = resolved_path(o.checkpoint).parent_path();
   if (own_dir.filename() == "checkpoints") checkpoint_dirs.push_back(own_dir);
   for (const auto& dir : checkpoint_dirs) {
     std::error_code ec;
@@ -80,12 +59,11 @@ void refuse_outputs_over_inputs(const SampleOptions& o, const Config& config) {
 
   std::vector<std::pair<std::string, std::string>> outputs{{"--out", o.out}};
   if (!o.png.empty()) outputs.emplace_back("--png", o.png);
-  if (outputs.size() == 2 && same_file(identify(o.out), identify(o.png)))
+  if (outputs.size() == 2 && same_file(o.out, o.png))
     fail("sample: --out {} and --png {} name the same file; give each its own", o.out, o.png);
   for (const auto& [option, path] : outputs) {
-    const auto output = identify(path);
     for (const auto& [input, what] : inputs)
-      if (same_file(output, identify(input)))
+      if (same_file(path, input))
         fail("sample: {} {} would overwrite {} ({}); write to another file", option, path, input, what);
   }
 }

@@ -83,6 +83,56 @@ TEST(EvalSpread, FiguresOverRanksEqualThoseOfOneRank) {
   EXPECT_EQ(*one.class_accuracy, 1.0);
   EXPECT_EQ(*many.class_accuracy, 1.0);
   EXPECT_EQ(*many.class_accuracy_untrained, *one.class_accuracy_untrained);
+  EXPECT_EQ(many.far_share, one.far_share);
+  EXPECT_EQ(many.far_share_untrained, one.far_share_untrained);
+}
+
+Embedding flattened(const torch::Tensor& images) {
+  const auto flat = images.flatten(1);
+  return {flat, flat.narrow(1, 0, 2).argmax(1)};
+}
+
+// Images [n, 1, 6, 6], the same on every rank: blurred (smooth) or raw noise, seeded.
+torch::Tensor global_images(int64_t n, uint64_t seed, bool smooth) {
+  torch::manual_seed(seed);
+  auto x = torch::rand({n, 1, 6, 6}) * 2 - 1;
+  if (smooth) x = torch::avg_pool2d(torch::constant_pad_nd(x, {1, 1, 1, 1}, 0), 3, 1);
+  return x;
+}
+
+// The distance and roughness figures, and the rows kept for --features, do not depend on
+// how the sets were shared out: 53 images over 2 or 4 ranks, in batches of 5.
+TEST(EvalSpread, ImageFiguresAndKeptRowsOverRanksEqualThoseOfOneRank) {
+  const int64_t n = 53;
+  QualitySets sets;
+  sets.n = n;
+  sets.test = slices_of(global_images(n, 1, true));
+  sets.train = slices_of(global_images(n, 2, true));
+  auto generated = global_images(n, 3, true);
+  generated.narrow(0, 0, 20).copy_(global_images(20, 4, false));  // some of them noise
+  sets.generated = slices_of(generated);
+  sets.untrained = slices_of(global_images(n, 5, false));
+  AloneCommunicator alone;
+  QualityFeatures one_kept, many_kept;
+  const auto one = measure_quality(sets, flattened, 36, alone, 5, &one_kept);
+  const auto many = measure_quality(sets, flattened, 36, world(), 5, &many_kept);
+  ASSERT_TRUE(one.noise_share && many.noise_share);
+  ASSERT_GT(*one.noise_share, 0.0);  // something to count
+  EXPECT_EQ(*many.noise_share, *one.noise_share);
+  EXPECT_EQ(*many.noise_share_untrained, *one.noise_share_untrained);
+  EXPECT_EQ(many.far_share, one.far_share);
+  EXPECT_EQ(many.far_share_untrained, one.far_share_untrained);
+  EXPECT_EQ(many.far_threshold, one.far_threshold);
+  ASSERT_EQ(many_kept.generated_images.size(0), n);
+  EXPECT_TRUE(torch::equal(many_kept.generated_images, generated));
+  for (const auto& [a, b] : {std::pair{many_kept.generated, one_kept.generated}, {many_kept.untrained, one_kept.untrained},
+                             {many_kept.train, one_kept.train}, {many_kept.test, one_kept.test},
+                             {many_kept.untrained_images, one_kept.untrained_images},
+                             {many_kept.train_images, one_kept.train_images},
+                             {many_kept.test_images, one_kept.test_images}}) {
+    ASSERT_EQ(a.size(0), n);
+    EXPECT_TRUE(torch::equal(a, b));
+  }
 }
 
 TEST(EvalSpread, AFailureOnOneRankEndsEveryRank) {

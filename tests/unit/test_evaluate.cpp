@@ -12,6 +12,7 @@
 #include "difftrain/config.h"
 #include "difftrain/core/diffusion.h"
 #include "difftrain/data/prepare.h"
+#include "difftrain/data/sharded_dataset.h"
 #include "difftrain/error.h"
 #include "difftrain/eval/evaluate.h"
 #include "difftrain/io/checkpoint.h"
@@ -146,6 +147,76 @@ TEST(QualityCore, ClassifierEmbeddingClampsToTheImageRange) {
   EXPECT_FALSE(torch::equal(e.features, embed(x).features));
 }
 
+// Smooth images [n, 1, 8, 8]: a bright disc of random centre and radius on a dark ground.
+torch::Tensor discs(int64_t n, uint64_t seed) {
+  torch::manual_seed(seed);
+  const auto grid = torch::arange(8, torch::kFloat32);
+  const auto centre = torch::rand({n, 2}) * 4 + 2, radius = torch::rand({n, 1, 1}) * 2 + 1.5;
+  const auto dy = grid.view({1, 8, 1}) - centre.narrow(1, 0, 1).view({n, 1, 1});
+  const auto dx = grid.view({1, 1, 8}) - centre.narrow(1, 1, 1).view({n, 1, 1});
+  return (torch::sigmoid(2 * (radius - (dy.square() + dx.square()).sqrt())) * 2 - 1).unsqueeze(1);
+}
+
+Embedding pixel_embedding(const torch::Tensor& images) {
+  const auto flat = images.flatten(1).to(torch::kFloat64);
+  return {flat, flat.narrow(1, 0, 2).argmax(1)};
+}
+
+// far_share and noise_share on sets whose answer is known: samples copied from the test
+// images are near a real image and no rougher than one; uniform noise is neither.
+TEST(QualityCore, FarAndNoiseSharesCountSamplesUnlikeAnyRealImage) {
+  const int64_t n = 200;
+  QualitySets sets;
+  sets.n = n;
+  const auto test_images = discs(n, 1), train_images = discs(n, 2);
+  sets.test = slices_of(test_images), sets.train = slices_of(train_images);
+  torch::manual_seed(3);
+  const auto noise = torch::rand({n, 1, 8, 8}) * 2 - 1;
+  // Every other sample noise, the rest test images: exactly half of each kind.
+  auto mixed = test_images.clone();
+  for (int64_t i = 0; i < n; i += 2) mixed[i] = noise[i];
+  sets.generated = slices_of(mixed), sets.untrained = slices_of(noise);
+  const auto f = measure_quality(sets, pixel_embedding, 64, single_rank(), 64);
+  EXPECT_EQ(f.far_share, 0.5);
+  ASSERT_TRUE(f.noise_share && f.noise_share_untrained);
+  EXPECT_EQ(*f.noise_share, 0.5);
+  EXPECT_EQ(f.far_share_untrained, 1.0);
+  EXPECT_EQ(*f.noise_share_untrained, 1.0);
+  // The threshold is the farthest a test image lies from its nearest training image.
+  const auto pairwise = torch::cdist(test_images.flatten(1).to(torch::kFloat64), train_images.flatten(1).to(torch::kFloat64));
+  EXPECT_NEAR(f.far_threshold, std::get<0>(pairwise.min(1)).max().item<double>(), 1e-9);
+  // Fresh discs are near real ones and as smooth: the figures count none of them.
+  sets.generated = slices_of(discs(n, 4));
+  const auto fresh = measure_quality(sets, pixel_embedding, 64, single_rank(), 64);
+  EXPECT_EQ(*fresh.noise_share, 0.0);
+  EXPECT_LT(fresh.far_share, 0.05);
+  // Points have no neighbouring pixels: no noise_share for them.
+  EXPECT_FALSE(measure(Synthetic().sets(slices_of(Synthetic().test), slices_of(Synthetic().train))).noise_share);
+}
+
+// Given somewhere to keep them, the figures' inputs come back whole and in order.
+TEST(QualityCore, KeptFeaturesAndImagesAreTheSetsInOrder) {
+  const int64_t n = 50;
+  QualitySets sets;
+  sets.n = n;
+  const auto test_images = discs(n, 1), train_images = discs(n, 2), generated = discs(n, 3), untrained = discs(n, 4);
+  sets.test = slices_of(test_images), sets.train = slices_of(train_images);
+  sets.generated = slices_of(generated), sets.untrained = slices_of(untrained);
+  QualityFeatures kept;
+  const auto f = measure_quality(sets, pixel_embedding, 64, single_rank(), 16, &kept);
+  const auto flat = [](const torch::Tensor& t) { return t.flatten(1).to(torch::kFloat32); };
+  EXPECT_TRUE(torch::equal(kept.generated, flat(generated)));
+  EXPECT_TRUE(torch::equal(kept.untrained, flat(untrained)));
+  EXPECT_TRUE(torch::equal(kept.train, flat(train_images)));
+  EXPECT_TRUE(torch::equal(kept.test, flat(test_images)));
+  EXPECT_TRUE(torch::equal(kept.generated_images, generated));
+  EXPECT_TRUE(torch::equal(kept.untrained_images, untrained));
+  EXPECT_TRUE(torch::equal(kept.train_images, train_images));
+  EXPECT_TRUE(torch::equal(kept.test_images, test_images));
+  // Keeping changes no figure.
+  EXPECT_EQ(measure_quality(sets, pixel_embedding, 64, single_rank(), 16).fid, f.fid);
+}
+
 // A checkpoint of an untrained toy model (2-d points).
 std::string points_checkpoint(const test::TempDir& dir) {
   const Config config = parse_config("", "test", {"model.hidden_dims=[16, 16]", "schedule.N=20", "sample.steps=5"});
@@ -241,6 +312,42 @@ TEST(EvalCommand, MeasuresACheckpointWithTheClassifierAndTestImagesBesideItsData
   EXPECT_NE(run_eval(other, single_rank()).figures.fid, r.figures.fid);
 }
 
+TEST(EvalCommand, FeaturesFileHoldsWhatTheFiguresCameFrom) {
+  const TinyImageRun run;
+  auto o = run.options();
+  o.features = run.dir / "features.h5";
+  const auto r = run_eval(o, single_rank());
+  const auto file = ShardedDataset::open(o.features, "generated");
+  EXPECT_EQ(file.size(), 24);
+  EXPECT_EQ(file.sample_shape(), std::vector<int64_t>{ClassifierImpl::kFeatures});
+  for (const char* name : {"untrained", "train", "test"})
+    EXPECT_EQ(ShardedDataset::open(o.features, name).sample_shape(), std::vector<int64_t>{ClassifierImpl::kFeatures})
+        << name;
+  for (const char* name : {"generated_images", "untrained_images", "train_images", "test_images"})
+    EXPECT_EQ(ShardedDataset::open(o.features, name).sample_shape(), (std::vector<int64_t>{1, 8, 8})) << name;
+  // The test images are those eval drew: the classifier's features of them are the file's.
+  const auto whole = [&](const char* name) {
+    auto d = ShardedDataset::open(o.features, name);
+    return d.read_stored(0, d.size());
+  };
+  auto classifier = load_classifier(run.classifier).model;
+  torch::NoGradGuard no_grad;
+  EXPECT_TRUE(torch::allclose(classifier->features(whole("test_images")), whole("test"), 1e-5, 1e-6));
+  auto labels = ShardedDataset::open(o.features, "generated").labels("generated_labels");
+  ASSERT_TRUE(labels);
+  EXPECT_TRUE(torch::equal(labels->read_stored(0, 24), class_labels(std::nullopt, 2, 24)));
+  EXPECT_EQ(r.features, o.features);
+
+  // It may not replace what eval reads, and needs a directory to land in.
+  o.features = run.checkpoint;
+  EXPECT_MENTIONS(test::error_of([&] { run_eval(o, single_rank()); }),
+                  "eval: --features " + run.checkpoint + " would overwrite " + run.checkpoint);
+  o.features = run.dir / "data/test/shard-00000.h5";
+  EXPECT_MENTIONS(test::error_of([&] { run_eval(o, single_rank()); }), "would overwrite");
+  o.features = run.dir / "no/such/dir/f.h5";
+  EXPECT_MENTIONS(test::error_of([&] { run_eval(o, single_rank()); }), "eval: --features " + o.features + ": no directory");
+}
+
 TEST(EvalCommand, RefusalsNameTheFileAndSayHowToMakeAClassifier) {
   const TinyImageRun run;
   auto o = run.options();
@@ -276,10 +383,15 @@ TEST(EvalCommand, JsonHoldsTheFiguresAndSettings) {
   EXPECT_EQ(j["checkpoint_step"], 5000);
   EXPECT_FALSE(j.contains("class_accuracy"));  // unconditional
   EXPECT_FALSE(j.contains("cfg_scale"));
+  EXPECT_FALSE(j.contains("noise_share"));  // not images
   r.figures.class_accuracy = 0.8, r.cfg_scale = 1.5;
+  r.figures.far_share = 0.25, r.figures.noise_share = 0.125, r.figures.far_threshold = 20;
   j = to_json(r);
   EXPECT_EQ(j["class_accuracy"], 0.8);
   EXPECT_EQ(j["cfg_scale"], 1.5);
+  EXPECT_EQ(j["far_share"], 0.25);
+  EXPECT_EQ(j["noise_share"], 0.125);
+  EXPECT_EQ(j["far_threshold"], 20.0);
 }
 
 }  // namespace

@@ -19,8 +19,10 @@ namespace difftrain {
 
 // ---- the core: any image sets, any feature map ------------------------------------------
 
-// Images [end - begin, ...] for indices [begin, end) of a set of n. Each rank asks only
-// for its own share (see data/partition.h), in ascending slices.
+// Images [end - begin, ...] for indices [begin, end) of a set of n. Each rank asks a
+// generated set only for its own share (see data/partition.h), in ascending slices; the
+// real sets (train, test) are also read whole, slice by slice, as the references that
+// far_share measures distances to.
 using ImageSource = std::function<torch::Tensor(int64_t begin, int64_t end)>;
 
 // What the figure sees of a batch of images: features [b, feature_dim], and the class the
@@ -44,14 +46,34 @@ struct QualityFigures {
   double fid_untrained = 0;  // untrained vs test
   // Share of generated images the classifier assigns to their requested class.
   std::optional<double> class_accuracy, class_accuracy_untrained;
+  // Share of generated (untrained) images farther from every test image than any test
+  // image is from its nearest training image, distances taken over the images' values (L2):
+  // samples that look like nothing real, such as noise. Real images score 0 by
+  // construction when they are the test images themselves.
+  double far_share = 0, far_share_untrained = 0;
+  double far_threshold = 0;  // the largest distance from a test image to its nearest training image
+  // Images [C, H, W] only: share of generated (untrained) images rougher than any test
+  // image, roughness being the mean absolute difference between neighbouring pixels.
+  // Samples left as noise count here; real images' edges and textures do not.
+  std::optional<double> noise_share, noise_share_untrained;
 };
+
+// What the figures were computed from, each set's rows in order, on every rank: the
+// four sets' features and their images as the sources gave them.
+struct QualityFeatures {
+  torch::Tensor generated, untrained, train, test;
+  torch::Tensor generated_images, untrained_images, train_images, test_images;
+};
+
+constexpr int64_t kEvalBatch = 250;  // images embedded at a time
 
 // Every rank calls this with the same sets, embedding and n. A failure on any rank (a
 // source or the embedding throwing) ends it on every rank: the lowest failing rank throws
 // RankError with its message, the others PeerError; none is left in a collective. A
-// failure in the combined statistics is every rank's AgreedError.
+// failure in the combined statistics is every rank's AgreedError. Given `kept`, it is
+// filled with what the figures were computed from (gathered over the ranks).
 QualityFigures measure_quality(const QualitySets& sets, const EmbedFn& embed, int64_t feature_dim, Communicator& comm,
-                               int64_t batch = 250);
+                               int64_t batch = kEvalBatch, QualityFeatures* kept = nullptr);
 
 // The classifier's features and predicted classes, images clamped to [-1, 1] first (the
 // range real images, and pictures of samples, have). Non-finite features are an error
@@ -70,10 +92,15 @@ struct EvalOptions {
   std::string test;        // default: test in that same directory
   bool use_ema = true;
   std::string device = "auto";  // --device: auto (this rank's GPU when there is one), cpu, cuda, cuda:K
+  // --features: an HDF5 file of what the figures were computed from (QualityFeatures'
+  // tensors, one dataset each, named as its members, and generated_labels for a conditional
+  // model); rank 0 writes it, whole or not at all.
+  std::string features;
 };
 
 struct EvalReport {
   std::string checkpoint, weights, classifier, test;
+  std::string features;  // the --features file written, if any
   int64_t checkpoint_step = 0, n = 0, steps = 0, seed = 0, ranks = 1;
   double gam = 0, mu = 0;
   std::optional<double> cfg_scale;  // conditional models
