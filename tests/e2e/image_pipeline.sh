@@ -50,16 +50,19 @@ check "plot: loss and loss by noise level" bash -c "$(declare -f png_size is_png
 check "classifier: one epoch, test accuracy reported" grep -q '"test_accuracy"' clf.log
 check "classifier: saved beside the data" test -s data/classifier.pt
 
-mpi -n 2 "$difftrain" eval --checkpoint run/checkpoints/latest.pt --n 40 --steps 3 --cfg-scale 2 >eval.json 2>eval.log
+mpi -n 2 "$difftrain" eval --checkpoint run/checkpoints/latest.pt --n 40 --steps 3 --cfg-scale 2 \
+  --features features.h5 >eval.json 2>eval.log
 check "eval: 2 ranks, exit 0" test $? -eq 0
+check "eval --features: the file written" test -s features.h5
 needs_python "eval: the last line is JSON with the figures" && check "eval: the last line is JSON with the figures" \
   $py - <<'PY'
 import json, math
 r = json.loads(open("eval.json").read().strip().splitlines()[-1])
-for k in ("fid", "fid_floor", "fid_untrained", "class_accuracy"):
+for k in ("fid", "fid_floor", "fid_untrained", "class_accuracy", "far_share", "noise_share", "far_threshold"):
     assert math.isfinite(r[k]) and r[k] >= 0, (k, r[k])
-assert r["n"] == 40 and r["cfg_scale"] == 2 and r["ranks"] == 2, r
-assert 0 <= r["class_accuracy"] <= 1, r
+assert r["n"] == 40 and r["cfg_scale"] == 2 and r["ranks"] == 2 and r["features"] == "features.h5", r
+for k in ("class_accuracy", "far_share", "noise_share", "far_share_untrained", "noise_share_untrained"):
+    assert 0 <= r[k] <= 1, (k, r)
 PY
 
 # Guidance needs a class-conditional model: for an unconditional one, eval and sample refuse
