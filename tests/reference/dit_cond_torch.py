@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """The conditional DiT smoke recipe (configs/fashion_mnist_dit_cond_smoke.yaml) in plain
 PyTorch, written from the reference library's formulas, as the quality baseline for
-difftrain: the same architecture and parameter names, data, schedule, batch, steps,
-optimizer, warm-up and EMA. It writes a checkpoint `difftrain eval` reads (a LibTorch 2.x
+difftrain: the same architecture and parameter names, data, schedule, parameterization
+(the loss's target), batch, steps, optimizer, warm-up and EMA. It writes a checkpoint `difftrain eval` reads (a LibTorch 2.x
 build: LibTorch 1.13 cannot unpickle Python's files), so both are measured alike.
 
     python3 tests/reference/dit_cond_torch.py --data data/fashion-mnist/train \\
@@ -113,6 +113,13 @@ def main():
     opt = torch.optim.AdamW(model.parameters(), lr=t["lr"], betas=(0.9, 0.999), eps=1e-8,
                             weight_decay=t.get("weight_decay", 0.01))
     warmup = t.get("warmup_steps", 0)
+    parameterization = m.get("parameterization", "eps")
+
+    def target(eps, x0, sigma):  # what the network learns to output (model.parameterization)
+        alpha = 1 / (1 + sigma ** 2)
+        return {"eps": lambda: eps, "x0": lambda: x0,
+                "v": lambda: alpha.sqrt() * eps - (1 - alpha).sqrt() * x0}[parameterization]()
+
     sigmas = ldm_sigmas(s["N"], s["beta_start"], s["beta_end"])
     batch, null_label = t["batch_size"], m["num_classes"]
     order, position = torch.randperm(len(x_all)), 0
@@ -131,7 +138,8 @@ def main():
         labels[torch.rand(batch) < t.get("cond_drop", 0.1)] = null_label
         sigma = sigmas[torch.randint(len(sigmas), (batch,))]
         eps = torch.randn_like(x0)
-        loss = nn.functional.mse_loss(model(x0 + sigma.view(-1, 1, 1, 1) * eps, sigma, labels), eps)
+        s4 = sigma.view(-1, 1, 1, 1)
+        loss = nn.functional.mse_loss(model(x0 + s4 * eps, sigma, labels), target(eps, x0, s4))
         opt.zero_grad()
         loss.backward()
         opt.step()
