@@ -290,6 +290,15 @@ void refuse_features_over_inputs(const std::string& out, const std::vector<std::
   if (!fs::is_directory(dir)) fail("eval: --features {}: no directory {} to write it in", out, dir.string());
 }
 
+// Each set's images are gathered in one all-reduce, whose count is an int for MPI.
+void require_gatherable(const std::string& out, int64_t n, const std::vector<int64_t>& shape) {
+  int64_t values = n;
+  for (int64_t d : shape) values = d > 0 && values <= std::numeric_limits<int>::max() / d ? values * d : -1;
+  if (values < 0 || values > std::numeric_limits<int>::max())
+    fail("eval: --features {}: {} images of shape {} are more values than one gather holds (2^31); use a smaller --n",
+         out, n, c10::IntArrayRef(shape));
+}
+
 // Real images for a set of n; `origin` says where `spec` came from (an option or a key).
 std::shared_ptr<ShardedDataset> open_images(const std::string& spec, const std::string& dataset,
                                             const std::string& origin, const std::vector<int64_t>& shape, int64_t n) {
@@ -341,7 +350,10 @@ EvalReport run_eval(const EvalOptions& o, Communicator& comm) {
            o.classifier.empty() ? fmt::format("(default beside the training data {}) ", config.data.path)
                                 : std::string("--classifier: "),
            classifier_path, config.data.path, test_path, classifier_path);
-    if (!o.features.empty()) refuse_features_over_inputs(o.features, {o.checkpoint, classifier_path}, {test_path, config.data.path});
+    if (!o.features.empty()) {
+      refuse_features_over_inputs(o.features, {o.checkpoint, classifier_path}, {test_path, config.data.path});
+      require_gatherable(o.features, o.n, shape);
+    }
     const auto trained_classifier = load_classifier(classifier_path);
     classifier = trained_classifier.model;
     if (classifier->sample_shape() != shape)

@@ -4,7 +4,9 @@
 #   and fid <= fid_untrained / 20;
 # - configs/fashion_mnist_unet_smoke.yaml leaves no sample as noise (noise_share 0) for
 #   seeds 0, 1 and 2 (predicting eps, as it once did, it left 7.5% by this measure).
-# About 50 CPU-minutes on 2 cores, far beyond CI's budget: skipped (exit 77) unless
+# noise_share counts only samples rougher than every test image, so partly noisy samples can
+# escape it; the v recipe's samples were also looked at (README "Measurements").
+# About 50 minutes of wall time on 2 cores, far beyond CI's budget: skipped (exit 77) unless
 #   DIFFTRAIN_LONG_TESTS=1 ctest -R e2e_image_quality
 #   bash tests/e2e/image_quality.sh path/to/difftrain path/to/mpirun
 set -uo pipefail

@@ -83,8 +83,9 @@ TEST(EvalSpread, FiguresOverRanksEqualThoseOfOneRank) {
   EXPECT_EQ(*one.class_accuracy, 1.0);
   EXPECT_EQ(*many.class_accuracy, 1.0);
   EXPECT_EQ(*many.class_accuracy_untrained, *one.class_accuracy_untrained);
-  EXPECT_EQ(many.far_share, one.far_share);
+  EXPECT_EQ(many.far_share, one.far_share);  // points: the same distances as images
   EXPECT_EQ(many.far_share_untrained, one.far_share_untrained);
+  EXPECT_EQ(many.far_threshold, one.far_threshold);
 }
 
 Embedding flattened(const torch::Tensor& images) {
@@ -120,6 +121,8 @@ TEST(EvalSpread, ImageFiguresAndKeptRowsOverRanksEqualThoseOfOneRank) {
   ASSERT_GT(*one.noise_share, 0.0);  // something to count
   EXPECT_EQ(*many.noise_share, *one.noise_share);
   EXPECT_EQ(*many.noise_share_untrained, *one.noise_share_untrained);
+  ASSERT_GT(one.far_share, 0.0);  // some generated images count, others do not
+  ASSERT_LT(one.far_share, 1.0);
   EXPECT_EQ(many.far_share, one.far_share);
   EXPECT_EQ(many.far_share_untrained, one.far_share_untrained);
   EXPECT_EQ(many.far_threshold, one.far_threshold);

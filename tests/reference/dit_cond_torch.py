@@ -103,6 +103,8 @@ def main():
         config["train"]["steps"] = args.steps
     m, s, t = config["model"], config["schedule"], config["train"]
     assert m["type"] == "dit" and s["type"] == "ldm" and t["optimizer"] == "adamw", "written for the smoke recipe"
+    unmirrored = [k for k in ("betas", "adam_eps", "grad_clip", "grad_accum", "precision") if k in t]
+    assert not unmirrored, f"train.{unmirrored} are not mirrored here (difftrain's defaults are)"
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     x_all, y_all = read_shards(args.data)

@@ -74,7 +74,8 @@ def main():
     ap.add_argument("--samples", help="difftrain sample --seed 0 --n N output to compare with")
     ap.add_argument("--n", type=int, default=64)
     ap.add_argument("--rough", type=float, default=0.41, help="roughness above which a sample counts as noise "
-                    "(0.41: the roughest of 1000 Fashion-MNIST test images)")
+                    "(0.41: the roughest of 1000 Fashion-MNIST test images; measured here on the samples as "
+                    "they come, where eval's noise_share clamps them to [-1, 1] first)")
     args = ap.parse_args()
 
     ck = torch.load(args.checkpoint)

@@ -346,6 +346,9 @@ TEST(EvalCommand, FeaturesFileHoldsWhatTheFiguresCameFrom) {
   EXPECT_MENTIONS(test::error_of([&] { run_eval(o, single_rank()); }), "would overwrite");
   o.features = run.dir / "no/such/dir/f.h5";
   EXPECT_MENTIONS(test::error_of([&] { run_eval(o, single_rank()); }), "eval: --features " + o.features + ": no directory");
+  o.features = run.dir / "big.h5", o.n = int64_t{1} << 26;  // 2^26 images of 64 values: 2^32 values
+  EXPECT_MENTIONS(test::error_of([&] { run_eval(o, single_rank()); }),
+                  "images of shape [1, 8, 8] are more values than one gather holds");
 }
 
 TEST(EvalCommand, RefusalsNameTheFileAndSayHowToMakeAClassifier) {
