@@ -215,6 +215,14 @@ TEST(QualityCore, KeptFeaturesAndImagesAreTheSetsInOrder) {
   EXPECT_TRUE(torch::equal(kept.test_images, test_images));
   // Keeping changes no figure.
   EXPECT_EQ(measure_quality(sets, pixel_embedding, 64, single_rank(), 16).fid, f.fid);
+  // Sets of other image shapes are refused before anything is gathered (where one rank's
+  // failure would leave the others in the all-reduce): each set meets its reference first.
+  sets.train = slices_of(torch::zeros({n, 1, 4, 16}));
+  EXPECT_MENTIONS(test::error_of([&] { measure_quality(sets, pixel_embedding, 64, single_rank(), 16, &kept); }),
+                  "eval: the test set's images have shape [1, 8, 8], the real images they are compared with [1, 4, 16]");
+  sets.train = slices_of(train_images), sets.untrained = slices_of(torch::zeros({n, 1, 4, 16}));
+  EXPECT_MENTIONS(test::error_of([&] { measure_quality(sets, pixel_embedding, 64, single_rank(), 16, &kept); }),
+                  "eval: the untrained set's images have shape [1, 4, 16], the real images they are compared with [1, 8, 8]");
 }
 
 // A checkpoint of an untrained toy model (2-d points).
