@@ -87,9 +87,11 @@ int cmd_train(const std::vector<std::string>& args, const TrainOptions& options,
     fmt::print("threads: {} intra-op thread{} per rank ({}; train.threads or OMP_NUM_THREADS to change){}\n",
                threads.threads, threads.threads == 1 ? "" : "s", threads.reason,
                threads.blas_single ? "; OpenBLAS on the calling thread (OPENBLAS_NUM_THREADS to change)" : "");
-    std::fflush(stdout);  // before the progress lines
   }
   try {
+    const std::string placement = trainer->placement();
+    if (rank == 0) fmt::print("{}", placement);
+    std::fflush(stdout);  // before the progress lines
     if (bench_args) return bench(*trainer, *comm, *bench_args, global_batch, threads.threads);
     trainer->synchronize();
     const auto result = trainer->run();

@@ -25,12 +25,14 @@ RunDirectory::RunDirectory(const Config& config, const TrainOptions& options, co
     if (c.step > config_.train.steps)
       fail("{}: is at step {}, beyond train.steps={}; raise train.steps to train longer, or use --fresh", point->path,
            c.step, config_.train.steps);
-    if (!changes_.empty()) {
-      std::vector<std::string> lines;
-      for (const auto& ch : changes_) lines.push_back(fmt::format("{} {} -> {}", ch.key, ch.before, ch.after));
-      fmt::print(stderr, "difftrain: note: resuming {} at step {} with changed settings: {}\n", point->path, c.step,
-                 fmt::join(lines, ", "));
-    }
+    // Said on every resume (find_resume_point already said it for a fallback): under a
+    // scheduler's requeue this line shows where the new allocation took over.
+    std::vector<std::string> lines;
+    for (const auto& ch : changes_) lines.push_back(fmt::format("{} {} -> {}", ch.key, ch.before, ch.after));
+    const bool fell_back = options_.resume.empty() && fs::path(point->path).filename() != "latest.pt";
+    if (!fell_back || !lines.empty())
+      fmt::print(stderr, "difftrain: note: resuming {} at step {}{}\n", point->path, c.step,
+                 lines.empty() ? std::string() : fmt::format(" with changed settings: {}", fmt::join(lines, ", ")));
     if (c.world_size != world_size)
       fmt::print(stderr,
                  "difftrain: note: {} was written by {} rank(s), resuming on {}: training continues, but not bit for "

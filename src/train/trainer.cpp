@@ -10,6 +10,7 @@
 #include "difftrain/memory.h"
 #include "difftrain/models/registry.h"
 #include "difftrain/train/optimizer.h"
+#include "difftrain/train/placement.h"
 #include "difftrain/train/resume.h"
 
 // The trainer's set-up (the data's checks; model, EMA, optimizer and gradient buckets; the
@@ -123,6 +124,10 @@ std::vector<int64_t> Trainer::fingerprint() const {
   for (auto d : sample_shape_) values *= d;
   for (const auto& p : model_->parameters()) params += p.numel();
   return {dataset_size_, values, params};
+}
+
+std::string Trainer::placement() {
+  return describe_placement(comm_, dataset_->shards(), rank_share(dataset_size_, comm_.rank(), comm_.size()));
 }
 
 void Trainer::load_state(const ResumePoint& point) {

@@ -22,6 +22,7 @@ difftrain=${DIFFTRAIN:-$here/build-cpu/difftrain}
 python=${PYTHON:-$(bash "$here/launch/setup.sh" --torch cpu --print-python)}
 recipe=$here/configs/fashion_mnist_dit_cond_smoke.yaml
 work=${WORK:-$(mktemp -d)}
+mkdir -p "$work"
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 mpi=(mpirun --oversubscribe --bind-to none -x OMP_NUM_THREADS=1 -x OPENBLAS_NUM_THREADS=1)
 [[ $(id -u) -eq 0 ]] && mpi+=(--allow-run-as-root)

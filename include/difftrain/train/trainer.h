@@ -79,6 +79,9 @@ class Trainer {
   // example, model parameters}. Ranks that read different copies of the data differ here.
   std::vector<int64_t> fingerprint() const;
   int64_t per_rank_batch() const { return per_rank_batch_; }
+  // Where every rank runs and which examples and shards it reads (train/placement.h): a
+  // collective, before run(); the report on rank 0, "" elsewhere.
+  std::string placement();
 
   // Cross-rank comparison of a checksum of every parameter; throws AgreedError naming the
   // first parameter that differs on some rank.
