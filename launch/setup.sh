@@ -60,6 +60,8 @@ packages=(
   dataset-fashion-mnist   # the image recipes' data (gzip IDX files)
   python3-torch python3-h5py python3-numpy   # the tests' PyTorch/h5py parity checks and the baseline
   python3-scipy           # the independent FID check (scipy.linalg.sqrtm)
+  slurmctld slurmd slurm-client munge   # the cluster tests' real Slurm (tests/cluster)
+  iproute2 util-linux     # the cluster tests' hosts: ip netns, nsenter, unshare
 )
 
 missing=()

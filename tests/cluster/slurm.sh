@@ -7,7 +7,7 @@
 #   slurm.sh exec DIR CMD...     a command on node1 with this cluster's SLURM_CONF
 #   slurm.sh down DIR            stop the daemons (hosts.sh down ends the rest)
 #
-# Each host has 2 CPUs, no GPUs; srun starts ranks through PMIx (MpiDefault=pmix). Each
+# Each host has 2 CPUs, no GPUs; Debian's Slurm has PMIx (srun --mpi=pmix). Each
 # slurmd keeps its job files (and PMIx's) in DIR/slurm/tmp/NODE, as nodes keep their own
 # /tmp. `up` exits 77, saying why, where Debian's slurmctld, slurmd or munge is missing.
 set -euo pipefail
@@ -55,7 +55,6 @@ up() {
     echo "SchedulerType=sched/builtin"
     echo "SelectType=select/cons_tres"
     echo "SelectTypeParameters=CR_CPU"
-    echo "MpiDefault=pmix"
     echo "ReturnToService=2"
     echo "SlurmdTimeout=30"
     echo "KillWait=5"

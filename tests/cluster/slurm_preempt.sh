@@ -86,6 +86,14 @@ check "preempted: the job completion log records the requeues and the end" \
   bash -c "grep -c 'JobId=$job .*JobState=PENDING' '$cluster/slurm/log/jobcomp.log' | grep -qx 2 &&
     grep -q 'JobId=$job .*JobState=COMPLETED' '$cluster/slurm/log/jobcomp.log'"
 
+# --- srun without PMIx: Open MPI refuses the direct launch; the job fails and is not requeued
+job=$(SLURM_MPI_TYPE=none submit nopmix 100)
+wait_for 60 finished "$job"
+check "srun without PMIx: the job fails, not requeued" \
+  test "$(field "$job" JobState) $(field "$job" Restarts)" == "FAILED 0"
+check "srun without PMIx: the log says why" grep -q 'direct launched using "srun"' "$work/nopmix-$job.out"
+check "srun without PMIx: no run directory left" test ! -e nopmix
+
 # --- the time limit: --time with --signal=B:USR1@N, until the run is done
 if [[ ${DIFFTRAIN_LONG_TESTS:-0} == 1 ]]; then
   long=6000
