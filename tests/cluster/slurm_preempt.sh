@@ -4,7 +4,8 @@
 # (scancel --signal=USR1): each time the ranks checkpoint at the next step and exit 75, the
 # script requeues the job, and the next allocation resumes; the finished run's parameters
 # equal those of the same 4 ranks run uninterrupted on one host, bit for bit. scontrol and
-# squeue show the requeues. With DIFFTRAIN_LONG_TESTS=1 also the time limit: --time with
+# squeue show the requeues. A node whose ranks die ends the job (srun names them); resubmitted,
+# it resumes from the last checkpoint to the same parameters. With DIFFTRAIN_LONG_TESTS=1 also the time limit: --time with
 # --signal=B:USR1@N, as the sbatch file asks for, ends each allocation the same way until
 # the run is done.
 # Skipped (77), saying why, without root (network namespaces) or Debian's Slurm packages.
@@ -86,6 +87,26 @@ check "preempted: the job completion log records the requeues and the end" \
   bash -c "grep -c 'JobId=$job .*JobState=PENDING' '$cluster/slurm/log/jobcomp.log' | grep -qx 2 &&
     grep -q 'JobId=$job .*JobState=COMPLETED' '$cluster/slurm/log/jobcomp.log'"
 
+# --- a node dies: its ranks killed mid-step; srun ends the job, which is not requeued (it did
+# not stop on a signal); resubmitted, it resumes from the last checkpoint
+job=$(submit died $steps)
+wait_for 120 progress_lines_at_least "$work/died-$job.out" $steps 24
+for pid in $(rank_pids "$work/died/swissroll"); do
+  tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx SLURMD_NODENAME=node2 && kill -9 "$pid"
+done
+wait_for 60 finished "$job"
+check "node died: the job fails, not requeued" test "$(field "$job" JobState) $(field "$job" Restarts)" == "FAILED 0"
+check "node died: srun names the lost tasks" grep -q "node2: tasks 2-3: Killed" "$work/died-$job.out"
+check "node died: no temporary file left" test -z "$(ls -A died/swissroll/checkpoints | grep -v '^latest.pt$\|^step-[0-9]*.pt$')"
+job=$(submit died $steps)
+wait_for 300 finished "$job"
+check "node died: resubmitted, it resumes from the last checkpoint" \
+  grep -q "note: resuming .*latest.pt at step 500$" "$work/died-$job.out"
+if needs_python "node died: bit for bit as the uninterrupted run"; then
+  check "node died: bit for bit as the uninterrupted run" \
+    $py "$here/tests/tools/compare_checkpoints.py" one died --ignore retained
+fi
+
 # --- srun without PMIx: Open MPI refuses the direct launch; the job fails and is not requeued
 job=$(SLURM_MPI_TYPE=none submit nopmix 100)
 wait_for 60 finished "$job"
@@ -96,12 +117,12 @@ check "srun without PMIx: no run directory left" test ! -e nopmix
 
 # --- the time limit: --time with --signal=B:USR1@N, until the run is done
 if [[ ${DIFFTRAIN_LONG_TESTS:-0} == 1 ]]; then
-  long=6000
+  long=2000
   mpi -n 4 "$difftrain" train "$here/configs/swissroll-smoke.yaml" data.path="$work/sr" run_dir=one-long/swissroll \
     train.steps=$long train.log_every=25 train.checkpoint_every=500 >one-long.log 2>&1
   job=$(submit timed $long --time=2 --signal=B:USR1@90)
   log=$work/timed-$job.out
-  for round in 1 2 3 4 5 6; do
+  for round in $(seq 1 10); do
     wait_for 200 finished_or_requeued "$job" $round
     finished "$job" && break
     release "$job"
