@@ -45,7 +45,6 @@ up() {
     ip -n "$p-$i" link set eth0 up
     touch "$dir/node$i.uts"
     unshare --uts="$dir/node$i.uts" hostname "node$i"
-    printf '%s node%d\n' "$(addr "$i")" "$i" >>"$dir/etc-hosts"
   done
 }
 
@@ -73,7 +72,7 @@ down() {
     rm -f "$dir/node$i.uts"
   done
   ip netns del "$p-sw" 2>/dev/null || true
-  rm -f "$dir/hosts" "$dir/etc-hosts"
+  rm -f "$dir/hosts"
 }
 
 case "${1:-}" in
